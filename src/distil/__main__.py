@@ -1,0 +1,5 @@
+"""``python -m distil`` runs the command line."""
+
+from distil.cli import main
+
+main()

@@ -1,0 +1,121 @@
+"""The benchmark harness: suites produce rows, the harness writes them as JSON and a plot.
+
+A row is ``{suite, task, method, metric, value, seed, …}``; the JSON file
+``<out>/<suite>.json`` holds the list of rows and a few facts about the machine. Docs and
+README quote these files, never numbers typed by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distil.eval.aggregate import format_mean_std, mean_std
+from distil.registry import Registry
+
+Row = dict[str, Any]
+
+
+@dataclass
+class SuiteResult:
+    """Where a suite's results went, and a markdown table of them."""
+
+    rows: list[Row]
+    json_path: Path
+    plot_path: Path
+    table: str
+
+
+@dataclass
+class Suite:
+    """A named benchmark: ``collect(quick) -> rows`` and ``plot(rows, path)``."""
+
+    name: str
+    collect: Callable[[bool], list[Row]]
+    plot: Callable[[list[Row], Path], None]
+
+
+SUITES: Registry[Suite] = Registry("benchmark suite")
+
+
+def run_suite(name: str, out: Path, *, quick: bool = False) -> SuiteResult:
+    """Run suite ``name`` and write ``<out>/<name>.json`` and ``<out>/<name>.png``."""
+    suite = SUITES.get(name)
+    rows = suite.collect(quick)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, plot_path = out / f"{name}.json", out / f"{name}.png"
+    payload = {
+        "suite": name,
+        "quick": quick,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "rows": rows,
+    }
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(json_path)
+    suite.plot(rows, plot_path)
+    return SuiteResult(
+        rows=rows, json_path=json_path, plot_path=plot_path, table=summary_table(rows)
+    )
+
+
+def summary_table(rows: list[Row]) -> str:
+    """Markdown: one line per (task, method, metric) with mean ± std over seeds."""
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["method"], row["metric"]), []).append(row["value"])
+    lines = ["| task | method | metric | value (mean ± std) | n |", "|:---|:---|:---|---:|---:|"]
+    for (task, method, metric), values in groups.items():
+        mean, std = mean_std(values)
+        lines.append(
+            f"| {task} | {method} | {metric} | {format_mean_std(mean, std)} | {len(values)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def grouped(rows: list[Row], metric: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{task: {method: (mean, std)}}`` of one metric, keeping first-seen order."""
+    values: dict[str, dict[str, list[float]]] = {}
+    for row in rows:
+        if row["metric"] == metric:
+            values.setdefault(row["task"], {}).setdefault(row["method"], []).append(row["value"])
+    return {
+        task: {method: mean_std(v) for method, v in methods.items()}
+        for task, methods in values.items()
+    }
+
+
+def plot_grouped_bars(rows: list[Row], metric: str, path: Path, title: str) -> None:
+    """Bars of ``metric`` per task (groups) and method (colours), std as error bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    data = grouped(rows, metric)
+    methods = list(dict.fromkeys(m for per_task in data.values() for m in per_task))
+    figure = Figure(figsize=(1.8 + 1.6 * max(1, len(data)), 3.6))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    width = 0.8 / max(1, len(methods))
+    for offset, method in enumerate(methods):
+        xs = [i + offset * width for i in range(len(data))]
+        means = [data[task].get(method, (float("nan"), 0.0))[0] for task in data]
+        stds = [data[task].get(method, (0.0, 0.0))[1] for task in data]
+        axes.bar(xs, means, width, yerr=stds, capsize=3, label=method)
+    axes.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(data))], list(data))
+    axes.set_ylabel(metric)
+    axes.set_title(title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)

@@ -1,0 +1,108 @@
+"""``overhead``: what a teacher costs per training step, as ratios measured in one run.
+
+Three ways to train the same student on the same batches: ``supervised`` (no teacher),
+``kd`` with a live teacher (a forward pass per step) and ``kd`` with the teacher's outputs
+precomputed once (a lookup per step). Per-step time is the difference between a long and a
+short run divided by the extra steps, which cancels set-up, evaluation and checkpoint
+costs; variants are interleaved and repeated so machine noise hits all of them alike.
+Rows: ``metric = step_time_ratio`` (vs supervised, per repetition) and ``step_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from accelerate.utils import set_seed
+
+from distil.bench.harness import SUITES, Row, Suite, plot_grouped_bars
+from distil.build import build_network, build_teacher
+from distil.config import load_config
+from distil.data import load_data
+from distil.methods import build_method
+from distil.teachers import PrecomputedTeacher
+from distil.train import Trainer
+
+RECIPE = "kd-mnist"
+TASK = "mnist"
+
+
+def collect(quick: bool) -> list[Row]:
+    """Time each variant ``repeats`` times; return per-step seconds and ratios."""
+    short_steps, long_steps, repeats = (5, 15, 1) if quick else (20, 120, 5)
+    config = load_config(RECIPE, ["train.progress=false"])
+    data = load_data(config.data)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator()
+    live = build_teacher(config, data, accelerator)
+    variants = {
+        "supervised": (build_method({"name": "supervised"}), None),
+        "kd (live teacher)": (build_method(config.method), live),
+        "kd (precomputed teacher)": (
+            build_method(config.method),
+            PrecomputedTeacher.from_teacher(live, data.train),
+        ),
+    }
+    rows: list[Row] = []
+    logging.getLogger("distil").setLevel(logging.WARNING)
+    with TemporaryDirectory(prefix="distil-overhead-") as scratch:
+        for repeat in range(repeats):
+            seconds = {}
+            for name, (method, teacher) in variants.items():
+                durations = []
+                for steps in (short_steps, long_steps):
+                    set_seed(repeat)
+                    student = build_network(config.student, data)
+                    train_config = config.train.model_copy(
+                        update={
+                            "max_steps": steps,
+                            "eval_every": 10**9,
+                            "checkpoint_every": 10**9,
+                            "log_every": 10**9,
+                            "balance_every": 0,
+                            "progress": False,
+                        }
+                    )
+                    folder = Path(scratch) / f"{repeat}-{name}-{steps}"
+                    trainer = Trainer(
+                        student,
+                        method,
+                        train_data=data.train,
+                        val_data=data.val,
+                        config=train_config,
+                        output_dir=folder,
+                        teacher=teacher,
+                        accelerator=accelerator,
+                    )
+                    started = time.perf_counter()
+                    trainer.fit()
+                    durations.append(time.perf_counter() - started)
+                seconds[name] = (durations[1] - durations[0]) / (long_steps - short_steps)
+            for name, value in seconds.items():
+                base = {
+                    "suite": "overhead",
+                    "task": TASK,
+                    "method": name,
+                    "seed": repeat,
+                    "student": config.student.model,
+                    "teacher": config.teacher.model,
+                    "batch_size": config.train.batch_size,
+                }
+                rows.append({**base, "metric": "step_seconds", "value": value})
+                rows.append(
+                    {**base, "metric": "step_time_ratio", "value": value / seconds["supervised"]}
+                )
+    return rows
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Step time relative to supervised training of the same student."""
+    plot_grouped_bars(
+        rows, "step_time_ratio", path, "overhead: training-step time / supervised step time"
+    )
+
+
+SUITES.register("overhead")(Suite("overhead", collect, plot))

@@ -1,0 +1,155 @@
+"""``distil`` on the command line. Thin: parse arguments, build from the library, call it.
+
+Errors that distil raises on purpose (bad recipe, missing file, shape mismatch) are printed
+as one line naming the culprit, with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from distil.errors import DistilError
+
+app = typer.Typer(
+    help="distil — knowledge distillation for PyTorch: train, evaluate, compare, benchmark.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+
+def _friendly_errors(command):
+    """Turn DistilError into a one-line message and exit status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        logging.basicConfig(
+            level=logging.INFO,
+            format="%(message)s",
+            handlers=[RichHandler(console=console, show_path=False)],
+        )
+        try:
+            return command(*args, **kwargs)
+        except DistilError as error:
+            console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@_friendly_errors
+def train(
+    recipe: Annotated[str, typer.Argument(help="recipe YAML file, or a shipped recipe's name")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option(help="continue from the run folder's last checkpoint")
+    ] = False,
+) -> None:
+    """Train a student from a recipe; writes config, metrics, checkpoints and report."""
+    from distil.config import load_config
+    from distil.report import markdown_table, summary_rows
+    from distil.report.runs import load_run
+    from distil.run import run
+
+    result = run(load_config(recipe, overrides or []), resume=resume)
+    if result.metrics:
+        print(markdown_table(summary_rows([load_run(result.run_dir)])))
+        print(f"\nrun folder: {result.run_dir}")
+
+
+@app.command("eval")
+@_friendly_errors
+def eval_(
+    run_dir: Annotated[Path, typer.Argument(help="a run folder written by `distil train`")],
+    checkpoint: Annotated[
+        str, typer.Option(help="'last' or 'best' (best validation step)")
+    ] = "last",
+    split: Annotated[str, typer.Option(help="'test' or 'val'")] = "test",
+) -> None:
+    """Evaluate a trained run's weights again; prints the metrics as JSON."""
+    from distil.eval.checkpointed import evaluate_run
+
+    if checkpoint not in ("last", "best") or split not in ("test", "val"):
+        raise typer.BadParameter("checkpoint must be last|best and split test|val")
+    print(json.dumps(evaluate_run(run_dir, checkpoint=checkpoint, split=split), indent=1))
+
+
+@app.command()
+@_friendly_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="run folders to compare")],
+    out: Annotated[Path, typer.Option(help="HTML file to write")] = Path("report.html"),
+    title: Annotated[str, typer.Option(help="report title")] = "distil report",
+) -> None:
+    """One HTML report comparing several runs, and a markdown table on stdout."""
+    from distil.report import markdown_table, summary_rows, write_report
+    from distil.report.runs import load_run
+
+    write_report(run_dirs, out, title=title)
+    print(markdown_table(summary_rows([load_run(d) for d in run_dirs])))
+    print(f"\nreport: {out}")
+
+
+@app.command("list")
+@_friendly_errors
+def list_(
+    kind: Annotated[str, typer.Argument(help="methods | losses | recipes | models | datasets")],
+) -> None:
+    """List what is registered (methods, losses, models, datasets) or shipped (recipes)."""
+    from distil.listing import listing
+
+    for name, description in listing(kind):
+        print(f"{name:24s} {description}")
+
+
+@app.command()
+@_friendly_errors
+def demo(
+    quick: Annotated[
+        bool, typer.Option(help="one seed, fewer epochs (well under a minute)")
+    ] = False,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+) -> None:
+    """The embedded default: teacher, student alone, student distilled; prints the table."""
+    from distil.demo import run_demo
+
+    result = run_demo(out, quick=quick)
+    print(result.table)
+    print(f"\nreport: {result.report}\nmetrics: {result.metrics_path}")
+
+
+@app.command()
+@_friendly_errors
+def bench(
+    suite: Annotated[str, typer.Argument(help="benchmark suite: classic | overhead")],
+    out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
+    quick: Annotated[bool, typer.Option(help="a small version, to check the suite runs")] = False,
+) -> None:
+    """Run a benchmark suite; writes <out>/<suite>.json and a plot beside it."""
+    from distil.bench import run_suite
+
+    result = run_suite(suite, out, quick=quick)
+    print(result.table)
+    print(f"\nresults: {result.json_path}\nplot: {result.plot_path}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    """Entry point for ``python -m distil``."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,252 @@
+"""The recipe: typed settings of a whole run, loaded from YAML with ``key=value`` overrides.
+
+A recipe names the teacher, the student, the data, the method and the training, with flat
+values. Validation errors become one-line :class:`~distil.errors.ConfigError` messages that
+name the key path and suggest the closest valid key. Each section's model lives next to the
+code it configures (``data/config.py``, ``train/config.py``, each method's file); this module
+only assembles them.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+
+from distil.data.config import DataConfig
+from distil.errors import ConfigError
+from distil.methods import METHODS, MethodConfig
+from distil.registry import did_you_mean
+from distil.train.config import TrainConfig
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+class PretrainConfig(BaseModel):
+    """Train the teacher with plain supervision first (cached by content hash).
+
+    The teacher sees the whole training split, not the student's ``data.train_limit``: in
+    practice a teacher is trained once on all the labels there are, and a student is often
+    distilled with fewer.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    train_limit: int | None = Field(
+        None, ge=1, description="teacher's training samples (None: the whole split)"
+    )
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    seed: int = 0
+
+
+class StudentConfig(BaseModel):
+    """The model being trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="registered model name, e.g. mlp, cnn, resnet8x4")
+    options: dict[str, Any] = Field(default_factory=dict, description="model constructor options")
+    weights: str | None = Field(None, description="start from these safetensors weights")
+
+
+class TeacherConfig(StudentConfig):
+    """The frozen teacher: weights from a file, or pretrained here once and cached."""
+
+    pretrain: PretrainConfig | None = Field(
+        None, description="train it first when no weights are given"
+    )
+    device: str | None = Field(None, description="teacher device (default: the student's)")
+    dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
+
+
+class EvalConfig(BaseModel):
+    """How runs are evaluated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ece_bins: int = Field(15, ge=2)
+    batch_size: int = Field(512, ge=1)
+    select_metric: Literal["accuracy", "nll"] = Field(
+        "accuracy", description="validation metric that picks the best checkpoint"
+    )
+
+
+class OutputConfig(BaseModel):
+    """Where results go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str = Field("runs/{name}", description="run folder; {name} and {seed} are filled in")
+    report: bool = Field(True, description="write report.html")
+
+
+class RunConfig(BaseModel):
+    """A whole run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "run"
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig | None = None
+    student: StudentConfig
+    method: SerializeAsAny[MethodConfig]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def run_dir(self) -> Path:
+        """The output folder with ``{name}`` and ``{seed}`` filled in."""
+        return Path(self.output.dir.format(name=self.name, seed=self.train.seed))
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML (what ``config.yaml`` in a run folder holds)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a recipe dict. The method section is validated by the named method's model."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"a recipe must be a mapping of sections, got {type(raw).__name__}")
+    method_raw = raw.get("method")
+    if not isinstance(method_raw, dict) or "name" not in method_raw:
+        raise ConfigError(
+            "method.name: missing; name a registered method, one of " + ", ".join(METHODS.names())
+        )
+    name = method_raw["name"]
+    if name not in METHODS:
+        raise ConfigError(
+            f"method.name: unknown method {name!r}{did_you_mean(str(name), METHODS.names())}"
+        )
+    method_cls = METHODS.get(name).Config
+    try:
+        method = method_cls.model_validate(method_raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, method_cls, prefix=("method",))) from None
+    try:
+        return RunConfig.model_validate({**raw, "method": method})
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, RunConfig)) from None
+
+
+def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Load a recipe from a YAML path (or a shipped recipe's name) and apply overrides."""
+    path = resolve_recipe(source)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    return parse_config(apply_overrides(raw, overrides))
+
+
+def resolve_recipe(source: str | Path) -> Path:
+    """A path to a YAML file, or the name of a recipe shipped in ``distil/recipes``."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{source}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = shipped_recipes()
+    raise ConfigError(
+        f"recipe {str(source)!r} is neither a file nor a shipped recipe{did_you_mean(str(source), names)}"
+    )
+
+
+def shipped_recipes() -> list[str]:
+    """Names of the recipes that ship with distil."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides; values are parsed as YAML scalars/lists.
+
+    ``train.lr=3e-4`` sets a number, ``student.options.hidden=[64,64]`` a list and
+    ``teacher=null`` removes a section. Types are then checked by the recipe's models.
+    """
+    result = _deep_copy(raw)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node = result
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"override {override!r}: {'.'.join(parts[: depth + 1])} is a value, not a section"
+                )
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def format_validation_error(
+    error: ValidationError, model: type[BaseModel], prefix: tuple[str, ...] = ()
+) -> str:
+    """One line per problem: the key path, what is wrong, and the closest valid key."""
+    lines = []
+    for item in error.errors():
+        loc = tuple(str(part) for part in item["loc"])
+        key = ".".join(prefix + loc)
+        if item["type"] == "extra_forbidden":
+            valid = _field_names_at(model, loc[:-1])
+            lines.append(f"{key}: unknown key{did_you_mean(loc[-1], valid)}")
+        elif item["type"] == "missing":
+            lines.append(f"{key}: required key is missing")
+        else:
+            given = item.get("input")
+            shown = "" if isinstance(given, dict | BaseModel) else f" (got {given!r})"
+            lines.append(f"{key}: {item['msg']}{shown}")
+    return "; ".join(lines)
+
+
+def _field_names_at(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    """Names of the fields of the sub-model at ``loc`` inside ``model`` (best effort)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(part)
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The BaseModel class inside ``X`` or ``X | None``, else the annotation itself."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        for arg in typing.get_args(annotation):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return arg
+    return annotation

@@ -1,0 +1,64 @@
+"""The ``data:`` section of a recipe: which dataset, where its file is, and how to split it.
+
+Only settings live here; loading is in ``builtin.py`` and splitting in ``splits.py``. The split
+has its own ``split_seed`` so that runs trained with different seeds are still scored on the
+same test samples.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DataConfig(BaseModel):
+    """Which dataset to load and how to cut it into train, validation and test sets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field(
+        default="digits", description="Registered dataset name (see DATASETS.names())."
+    )
+    path: str | None = Field(
+        default=None, description="CSV or JSONL file to read, for the 'file' dataset."
+    )
+    label_field: str = Field(
+        default="label", description="Column holding each row's class (int id or string name)."
+    )
+    text_field: str | None = Field(
+        default=None, description="Column holding text to tokenize instead of numeric features."
+    )
+    feature_fields: list[str] | None = Field(
+        default=None, description="Numeric feature columns; default: every non-label column."
+    )
+    tokenizer: str | None = Field(
+        default=None, description="Local Hugging Face tokenizer folder, needed with text_field."
+    )
+    max_length: int = Field(
+        default=128, gt=0, description="Tokens per text after padding or truncation."
+    )
+    val_fraction: float = Field(
+        default=0.1, ge=0.0, lt=1.0, description="Share of samples held out for validation."
+    )
+    test_fraction: float = Field(
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Share held out for testing, for datasets without their own test split.",
+    )
+    split_seed: int = Field(
+        default=0, description="Seed of the split alone, independent of the training seed."
+    )
+    train_limit: int | None = Field(
+        default=None,
+        gt=0,
+        description="Keep only this many training samples (stratified), for few-data runs.",
+    )
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> DataConfig:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError(
+                f"val_fraction + test_fraction must be below 1 so some samples remain for "
+                f"training; got {self.val_fraction} + {self.test_fraction}"
+            )
+        return self

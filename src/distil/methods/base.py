@@ -1,0 +1,85 @@
+"""The Method contract: how a student listens to its teacher.
+
+A method is an ``nn.Module`` (so it can own trainable parts such as projectors) that turns
+the student's and the teacher's outputs on a batch into a :class:`LossOutput`: the total
+loss and every named, unweighted part with its weight, so the trainer logs each term and can
+measure each term's share of the gradient. Methods never run a loop of their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+from distil.outputs import ModelOutputs
+from distil.registry import Registry
+
+
+@dataclass
+class LossOutput:
+    """The total loss and its parts: ``total = Σ weights[k] · parts[k]``."""
+
+    total: Tensor
+    parts: dict[str, Tensor]
+    weights: dict[str, float]
+
+    @classmethod
+    def combine(cls, terms: dict[str, tuple[float, Tensor]]) -> LossOutput:
+        """Build from ``{name: (weight, unweighted_value)}``; zero-weight terms stay logged."""
+        if not terms:
+            raise ValueError("a LossOutput needs at least one term")
+        total = sum(weight * value for weight, value in terms.values())
+        return cls(
+            total=total,
+            parts={name: value for name, (_, value) in terms.items()},
+            weights={name: float(weight) for name, (weight, _) in terms.items()},
+        )
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's typed settings; ``name`` picks the method from the registry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="registered method name")
+
+
+class Method(nn.Module):
+    """Base class of distillation methods.
+
+    Subclasses set ``name``, ``Config`` (their own :class:`MethodConfig` subclass) and
+    ``needs_teacher``, and implement :meth:`loss`.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]]
+    needs_teacher: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    def loss(
+        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+    ) -> LossOutput:
+        """The loss on one batch. ``teacher`` is None only when ``needs_teacher`` is False."""
+        raise NotImplementedError
+
+
+METHODS: Registry[type[Method]] = Registry("method")
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator filing a method under its ``name``."""
+    return METHODS.register(cls.name)(cls)
+
+
+def build_method(config: MethodConfig | dict[str, Any]) -> Method:
+    """Instantiate the method a config names (a dict is validated by the method's Config)."""
+    if isinstance(config, dict):
+        method_cls = METHODS.get(config.get("name", ""))
+        config = method_cls.Config.model_validate(config)
+    return METHODS.get(config.name)(config)

@@ -1,0 +1,154 @@
+"""One self-contained HTML report for one run or a comparison of many.
+
+The report holds the summary table (mean ± std over seeds), three figures embedded as
+base64 ``data:`` URIs (so the file can be mailed or attached to a CI run on its own), and a
+short section per run with its resolved config. Loading runs and computing the table live
+in ``runs.py``; drawing lives in ``plots.py``; this module only assembles them into the
+jinja2 template ``templates/report.html``.
+"""
+
+from __future__ import annotations
+
+import base64
+import tempfile
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from distil.errors import DistilError
+from distil.report.markdown import MISSING, format_cell
+from distil.report.plots import plot_loss_curves, plot_method_bars, plot_reliability
+from distil.report.runs import RunRecord, load_run, nested_get, summary_rows
+
+__all__ = ["write_report"]
+
+#: Summary-table columns: (row key, heading). Best-validation accuracy comes last, apart.
+_TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("accuracy", "accuracy"),
+    ("ece", "ECE"),
+    ("agreement", "agreement"),
+    ("nll", "NLL"),
+    ("teacher_kl", "KL(teacher ‖ student)"),
+    ("best_val_accuracy", "accuracy at best validation step"),
+)
+
+
+def _load_template() -> jinja2.Template:
+    text = (
+        resources.files("distil.report")
+        .joinpath("templates", "report.html")
+        .read_text(encoding="utf-8")
+    )
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    return environment.from_string(text)
+
+
+def _png_data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _unique_labels(runs: Sequence[RunRecord]) -> list[str]:
+    """Legend labels per run, numbered when two runs would otherwise share one."""
+    seen: dict[str, int] = {}
+    labels = []
+    for run in runs:
+        label = run.label
+        seen[label] = seen.get(label, 0) + 1
+        labels.append(label if seen[label] == 1 else f"{label} #{seen[label]}")
+    return labels
+
+
+def _figures(
+    runs: Sequence[RunRecord], labels: Sequence[str], rows: list[dict[str, Any]]
+) -> list[dict[str, str]]:
+    """Draw the three figures into a scratch folder and return them as (title, data URI)."""
+    history_by_run = {label: run.history for label, run in zip(labels, runs, strict=True)}
+    reliability_by_label = {
+        label: run.metrics["reliability"]
+        for label, run in zip(labels, runs, strict=True)
+        if isinstance(run.metrics.get("reliability"), dict)
+    }
+    ece_by_label = {
+        label: nested_get(run.metrics, "last", "test", "ece")
+        for label, run in zip(labels, runs, strict=True)
+    }
+    with tempfile.TemporaryDirectory(prefix="distil-report-") as scratch:
+        scratch_dir = Path(scratch)
+        paths = [
+            ("Training curves", plot_loss_curves(history_by_run, scratch_dir / "loss.png")),
+            (
+                "Test accuracy per method",
+                plot_method_bars(rows, "accuracy", scratch_dir / "accuracy.png"),
+            ),
+            (
+                "Reliability diagrams (ECE on the test set at the last step)",
+                plot_reliability(
+                    reliability_by_label, scratch_dir / "reliability.png", ece_by_label
+                ),
+            ),
+        ]
+        return [{"title": title, "src": _png_data_uri(path)} for title, path in paths]
+
+
+def _run_section(run: RunRecord, label: str) -> dict[str, Any]:
+    """What the template shows about one run: identity, key facts and the config as YAML."""
+    run_info = run.metrics.get("run") or {}
+    facts = {
+        "method": run.method,
+        "dataset": run_info.get("dataset") or nested_get(run.config, "data", "dataset"),
+        "student": run_info.get("student") or nested_get(run.config, "student", "model"),
+        "teacher": run_info.get("teacher") or nested_get(run.config, "teacher", "model"),
+        "seed": run.seed,
+        "last step": nested_get(run.metrics, "last", "step"),
+        "best validation step": nested_get(run.metrics, "best_val", "step"),
+        "train seconds": run.metrics.get("train_seconds"),
+    }
+    config_yaml = (
+        yaml.safe_dump(run.config, sort_keys=False, allow_unicode=True)
+        if run.config
+        else "(no config.yaml)"
+    )
+    return {
+        "label": label,
+        "path": str(run.path),
+        "facts": {key: MISSING if value is None else value for key, value in facts.items()},
+        "config_yaml": config_yaml,
+    }
+
+
+def write_report(run_dirs: Sequence[str | Path], out_path: str | Path, title: str) -> Path:
+    """Write one self-contained HTML report for the runs in ``run_dirs``; return its path.
+
+    Works for a single run (``report.html`` in its own folder) and for comparisons: the
+    summary table groups runs by method and shows mean ± std over seeds, the figures are
+    embedded as PNG ``data:`` URIs, and each run gets a section with its resolved config.
+    Raises :class:`distil.errors.DataError` when a run folder cannot be read.
+    """
+    if not run_dirs:
+        raise DistilError("write_report needs at least one run folder")
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    labels = _unique_labels(runs)
+    rows = summary_rows(runs)
+    table_rows = [
+        {
+            "method": row["method"],
+            "n_seeds": row["n_seeds"],
+            "cells": [format_cell(row, key) for key, _ in _TABLE_COLUMNS],
+        }
+        for row in rows
+    ]
+    html = _load_template().render(
+        title=title,
+        headings=[heading for _, heading in _TABLE_COLUMNS],
+        table_rows=table_rows,
+        figures=_figures(runs, labels, rows),
+        runs=[_run_section(run, label) for run, label in zip(runs, labels, strict=True)],
+    )
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(html, encoding="utf-8")
+    return out_path

@@ -1,0 +1,208 @@
+"""The report's figures: loss curves, per-method bars and reliability diagrams, as PNG files.
+
+Figures are built with matplotlib's object-oriented API on an Agg canvas and never through
+``pyplot``: nothing opens a window, the user's interactive backend is left alone, and no
+figure stays registered in pyplot after saving (each is dropped when its function returns).
+Every function takes the data it draws and a path, writes a PNG there and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["plot_loss_curves", "plot_method_bars", "plot_reliability"]
+
+_DPI = 100
+_PART_LINESTYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)  # attaches itself; savefig then renders with Agg
+    return figure
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, format="png")
+    figure.clear()
+    return path
+
+
+def _note_no_data(axes: Axes, what: str) -> None:
+    axes.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=axes.transAxes)
+
+
+def _loss_part_names(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Raw (unweighted) loss part keys ``loss/<part>`` in first-seen order."""
+    names: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key.startswith("loss/") and "@" not in key:
+                names.setdefault(key, None)
+    return list(names)
+
+
+def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of the rows that have both a step and a numeric ``key``."""
+    points = [
+        (row["step"], row[key])
+        for row in rows
+        if row.get("step") is not None and isinstance(row.get(key), (int, float))
+    ]
+    return [step for step, _ in points], [value for _, value in points]
+
+
+def plot_loss_curves(
+    history_by_run: Mapping[str, Sequence[dict[str, Any]]], path: str | Path
+) -> Path:
+    """Training loss and each raw loss part vs step (left), validation accuracy vs step (right).
+
+    ``history_by_run`` maps a legend label to the rows of a run's ``metrics.jsonl``. Each run
+    gets one colour: the total loss is solid and every ``loss/<part>`` has its own dash
+    style. The loss axis is logarithmic when every plotted value is positive, because the
+    parts of a distillation loss often differ by orders of magnitude.
+    """
+    figure = _new_figure(12.0, 4.5)
+    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    plotted_losses: list[float] = []
+    plotted_accuracy = False
+    for run_index, (label, rows) in enumerate(history_by_run.items()):
+        colour = f"C{run_index % 10}"
+        train_rows = [row for row in rows if row.get("kind") == "train"]
+        steps, losses = _series(train_rows, "loss")
+        if steps:
+            loss_axes.plot(steps, losses, color=colour, linestyle="-", label=f"{label}: loss")
+            plotted_losses += losses
+        for part_index, part in enumerate(_loss_part_names(train_rows)):
+            steps, values = _series(train_rows, part)
+            if steps:
+                linestyle = _PART_LINESTYLES[part_index % len(_PART_LINESTYLES)]
+                loss_axes.plot(
+                    steps, values, color=colour, linestyle=linestyle, label=f"{label}: {part}"
+                )
+                plotted_losses += values
+        val_rows = [
+            row for row in rows if row.get("kind") == "eval" and row.get("split", "val") == "val"
+        ]
+        steps, accuracies = _series(val_rows, "accuracy")
+        if steps:
+            accuracy_axes.plot(steps, accuracies, color=colour, marker=".", label=label)
+            plotted_accuracy = True
+
+    loss_axes.set(title="training loss", xlabel="step", ylabel="loss")
+    if plotted_losses:
+        if min(plotted_losses) > 0:
+            loss_axes.set_yscale("log")
+        loss_axes.legend(fontsize="x-small")
+    else:
+        _note_no_data(loss_axes, "training log")
+    accuracy_axes.set(title="validation accuracy", xlabel="step", ylabel="accuracy")
+    if plotted_accuracy:
+        accuracy_axes.legend(fontsize="x-small")
+    else:
+        _note_no_data(accuracy_axes, "validation log")
+    return _save(figure, path)
+
+
+def plot_method_bars(rows: Sequence[dict[str, Any]], metric: str, path: str | Path) -> Path:
+    """Bar chart of ``metric`` per method from summary rows, with ±1 std error bars.
+
+    ``rows`` are :func:`distil.report.summary_rows` rows (``method``, ``n_seeds``,
+    ``<metric>``, ``<metric>_std``). Methods without the metric are left out; each bar is
+    annotated with its number of seeds.
+    """
+    present = [row for row in rows if row.get(metric) is not None]
+    figure = _new_figure(max(4.0, 1.1 * len(present) + 2.0), 4.0)
+    axes = figure.subplots()
+    if present:
+        positions = list(range(len(present)))
+        means = [row[metric] for row in present]
+        stds = [row.get(f"{metric}_std") or 0.0 for row in present]
+        bars = axes.bar(
+            positions,
+            means,
+            yerr=stds,
+            capsize=4,
+            color=[f"C{i % 10}" for i in positions],
+        )
+        axes.set_xticks(positions, [str(row["method"]) for row in present], rotation=20)
+        labels = [f"n={row.get('n_seeds', '?')}" for row in present]
+        axes.bar_label(bars, labels=labels, label_type="center", fontsize="small", color="white")
+    else:
+        _note_no_data(axes, metric)
+    axes.set(title=f"{metric} per method (mean ± std over seeds)", ylabel=metric)
+    return _save(figure, path)
+
+
+def _draw_reliability(axes: Axes, bins: Mapping[str, Sequence[Any]]) -> None:
+    lowers, uppers = bins.get("bin_lower", []), bins.get("bin_upper", [])
+    accuracies, confidences = bins.get("accuracy", []), bins.get("confidence", [])
+    # Empty bins carry None; they are gaps, not bins that were always wrong.
+    filled = [i for i, value in enumerate(accuracies) if value is not None]
+    axes.bar(
+        [lowers[i] for i in filled],
+        [accuracies[i] for i in filled],
+        width=[uppers[i] - lowers[i] for i in filled],
+        align="edge",
+        edgecolor="black",
+        color="C0",
+        alpha=0.8,
+        label="accuracy",
+    )
+    # The gap (Guo et al., 2017): from the bin's accuracy up or down to its mean confidence.
+    with_gap = [i for i in filled if confidences[i] is not None]
+    axes.bar(
+        [lowers[i] for i in with_gap],
+        [confidences[i] - accuracies[i] for i in with_gap],
+        bottom=[accuracies[i] for i in with_gap],
+        width=[uppers[i] - lowers[i] for i in with_gap],
+        align="edge",
+        edgecolor="C3",
+        color="C3",
+        alpha=0.3,
+        hatch="//",
+        label="gap to mean confidence",
+    )
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    axes.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy")
+
+
+def plot_reliability(
+    reliability_by_label: Mapping[str, Mapping[str, Sequence[Any]]],
+    path: str | Path,
+    ece_by_label: Mapping[str, float | None] | None = None,
+) -> Path:
+    """Reliability diagrams, one subplot per label, up to four per row.
+
+    Each ``reliability_by_label`` value is a :func:`distil.eval.reliability_bins` dict. Bars
+    show the accuracy in each confidence bin, hatched bars the gap to the bin's mean
+    confidence, and the dashed diagonal perfect calibration; a bar below the diagonal means
+    over-confidence. When
+    ``ece_by_label`` gives a label's ECE it goes in that subplot's title.
+    """
+    labels = list(reliability_by_label)
+    n_columns = max(1, min(len(labels), 4))
+    n_rows = max(1, math.ceil(len(labels) / n_columns))
+    figure = _new_figure(3.6 * n_columns, 3.6 * n_rows)
+    grid = figure.subplots(n_rows, n_columns, squeeze=False)
+    all_axes = [axes for axes_row in grid for axes in axes_row]
+    if not labels:
+        _note_no_data(all_axes[0], "reliability data")
+    for axes, label in zip(all_axes, labels, strict=False):  # spare axes stay blank
+        _draw_reliability(axes, reliability_by_label[label])
+        ece = (ece_by_label or {}).get(label)
+        axes.set_title(label if ece is None else f"{label}\nECE = {ece:.3f}", fontsize="small")
+    if labels:
+        all_axes[0].legend(fontsize="x-small", loc="upper left")
+    for axes in all_axes[len(labels) :]:
+        axes.axis("off")
+    return _save(figure, path)

@@ -1,0 +1,190 @@
+"""Reading finished runs from disk and summarising them per method over seeds.
+
+A run folder holds ``metrics.json`` (final metrics, required), ``metrics.jsonl`` (the per-step
+log) and ``config.yaml`` (the resolved recipe). This module turns folders into
+:class:`RunRecord` objects, and records into summary rows (mean and std over seeds). It draws
+nothing and writes nothing; plots and documents live next to it in ``plots.py``,
+``markdown.py`` and ``html.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distil.errors import DataError
+from distil.eval.aggregate import mean_std
+
+__all__ = ["SUMMARY_METRICS", "RunRecord", "load_run", "nested_get", "summary_rows"]
+
+#: Test metrics summarised per method, taken from ``metrics.json`` → ``last.test``.
+SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "ece", "agreement", "nll", "teacher_kl")
+
+
+@dataclass
+class RunRecord:
+    """One finished run: where it lives, its resolved config, final metrics and step log."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def _run_info(self) -> dict[str, Any]:
+        return self.metrics.get("run") or {}
+
+    @property
+    def name(self) -> str:
+        """The run's name from ``metrics.json``, else its folder name."""
+        return str(self._run_info.get("name") or self.path.name)
+
+    @property
+    def method(self) -> str:
+        """The distillation method: ``run.method``, else the recipe's ``method.name``."""
+        method = self._run_info.get("method") or nested_get(self.config, "method", "name")
+        return str(method) if method else "unknown"
+
+    @property
+    def seed(self) -> int | None:
+        """The run's seed, if ``metrics.json`` records one."""
+        return self._run_info.get("seed")
+
+    @property
+    def label(self) -> str:
+        """A short label for legends: the name, plus the seed when known."""
+        return self.name if self.seed is None else f"{self.name} (seed {self.seed})"
+
+
+def nested_get(mapping: Any, *keys: str) -> Any:
+    """``mapping[k1][k2]…``, or ``None`` as soon as a level is missing or not a dict."""
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"{path}: metrics.json not found; is this a finished run folder?")
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from error
+    if not isinstance(metrics, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
+    return metrics
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    # A run without its recipe can still be reported; the config section is then empty.
+    if not path.is_file():
+        return {}
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise DataError(f"{path}: invalid YAML: {error}") from error
+    if config is None:
+        return {}
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
+    return config
+
+
+def _read_history(path: Path) -> list[dict[str, Any]]:
+    # A run that logged nothing (or whose log was deleted) still has final metrics to report.
+    if not path.is_file():
+        return []
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}:{line_number}: invalid JSON: {error.msg}") from error
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{line_number}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def load_run(run_dir: str | Path) -> RunRecord:
+    """Load a run folder: ``metrics.json`` (required), ``config.yaml`` and ``metrics.jsonl``.
+
+    Raises :class:`distil.errors.DataError` naming the file when ``metrics.json`` is missing
+    or any of the three files cannot be parsed.
+    """
+    run_dir = Path(run_dir)
+    return RunRecord(
+        path=run_dir,
+        config=_read_config(run_dir / "config.yaml"),
+        metrics=_read_metrics(run_dir / "metrics.json"),
+        history=_read_history(run_dir / "metrics.jsonl"),
+    )
+
+
+def _summarise(method: str, metric_dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std of every summary metric over ``metric_dicts``; absent metrics → None."""
+    row: dict[str, Any] = {"method": method, "n_seeds": len(metric_dicts)}
+    for metric in SUMMARY_METRICS:
+        values = [d[metric] for d in metric_dicts if d.get(metric) is not None]
+        row[metric], row[f"{metric}_std"] = mean_std(values) if values else (None, None)
+    return row
+
+
+def _teacher_row(runs: Iterable[RunRecord]) -> dict[str, Any] | None:
+    # Runs that share one teacher repeat its metrics verbatim; counting each copy would claim
+    # seeds the teacher never had, so identical entries count once.
+    distinct: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        teacher_test = nested_get(run.metrics, "teacher", "test")
+        if isinstance(teacher_test, dict):
+            distinct.setdefault(json.dumps(teacher_test, sort_keys=True), teacher_test)
+    if not distinct:
+        return None
+    row = _summarise("teacher", list(distinct.values()))
+    row["best_val_accuracy"] = row["best_val_accuracy_std"] = None
+    return row
+
+
+def summary_rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
+    """One row per method (first-seen order) with mean and std over its runs (seeds).
+
+    Each row holds ``method``, ``n_seeds`` and, for every metric in
+    :data:`SUMMARY_METRICS`, the mean ``<metric>`` and sample std ``<metric>_std`` of
+    ``last.test`` over the runs that report it (``None`` when none does). The test accuracy
+    at the best-validation step (``best_val.test.accuracy``) is kept apart as
+    ``best_val_accuracy`` / ``best_val_accuracy_std``, because choosing the step on
+    validation is a different protocol from taking the last step.
+
+    When any run records teacher metrics, a first row with method ``"teacher"`` summarises
+    ``teacher.test``.
+    """
+    runs_by_method: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        runs_by_method.setdefault(run.method, []).append(run)
+
+    rows: list[dict[str, Any]] = []
+    teacher_row = _teacher_row(runs)
+    if teacher_row is not None:
+        rows.append(teacher_row)
+    for method, method_runs in runs_by_method.items():
+        last_test = [nested_get(run.metrics, "last", "test") or {} for run in method_runs]
+        row = _summarise(method, last_test)
+        best_val = [nested_get(run.metrics, "best_val", "test", "accuracy") for run in method_runs]
+        best_val_values = [value for value in best_val if value is not None]
+        row["best_val_accuracy"], row["best_val_accuracy_std"] = (
+            mean_std(best_val_values) if best_val_values else (None, None)
+        )
+        rows.append(row)
+    return rows

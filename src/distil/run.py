@@ -1,0 +1,162 @@
+"""One run from a recipe: build, train, evaluate, and write the run folder.
+
+The run folder holds ``config.yaml`` (resolved recipe), ``metrics.jsonl`` (per-step log),
+``metrics.json`` (final metrics, at the last step and — separately labelled — at the best
+validation step, never the best test step), ``checkpoints/`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+from distil.build import build_network, build_teacher
+from distil.config import RunConfig
+from distil.data import DataSplits, load_data
+from distil.errors import ConfigError
+from distil.eval.evaluate import evaluate_model, teacher_logits
+from distil.eval.metrics import classification_metrics
+from distil.methods import build_method
+from distil.teachers.base import Teacher
+from distil.train import Trainer
+from distil.train.checkpoint import has_checkpoint, load_model_state
+
+log = logging.getLogger("distil")
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its files, and its final metrics (the content of metrics.json)."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+
+
+def run(
+    config: RunConfig,
+    *,
+    resume: bool = False,
+    data: DataSplits | None = None,
+    accelerator: Accelerator | None = None,
+) -> RunResult:
+    """Train and evaluate the run a recipe describes; returns its folder and metrics.
+
+    ``data`` may be passed to share loaded splits between several runs (the demo does).
+    """
+    accelerator = accelerator or Accelerator(mixed_precision=config.train.mixed_precision)
+    run_dir = config.run_dir()
+    if not resume and has_checkpoint(run_dir / "checkpoints"):
+        raise ConfigError(
+            f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
+            "choose another output.dir"
+        )
+    data = data or load_data(config.data)
+    teacher = build_teacher(config, data, accelerator)
+    method = build_method(config.method)
+    if method.needs_teacher and teacher is None:
+        raise ConfigError(
+            f"method.name: {config.method.name!r} needs a teacher; the recipe has no teacher section"
+        )
+    set_seed(config.train.seed)
+    student = build_network(config.student, data)
+    if accelerator.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+    started = time.perf_counter()
+    trainer = Trainer(
+        student,
+        method,
+        train_data=data.train,
+        val_data=data.val,
+        config=config.train,
+        output_dir=run_dir,
+        teacher=teacher,
+        select_metric=config.eval.select_metric,
+        ece_bins=config.eval.ece_bins,
+        eval_batch_size=config.eval.batch_size,
+        accelerator=accelerator,
+    )
+    result = trainer.fit(resume=resume)
+    metrics: dict[str, Any] = {}
+    if accelerator.is_main_process:
+        metrics = final_metrics(config, data, student, teacher, run_dir, accelerator)
+        metrics["train_seconds"] = time.perf_counter() - started
+        metrics["last"].update(step=result.steps, epoch=result.epochs_completed)
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if config.output.report:
+            from distil.report import write_report  # matplotlib only when a report is asked for
+
+            write_report([run_dir], run_dir / "report.html", title=config.name)
+    accelerator.wait_for_everyone()
+    return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+def final_metrics(
+    config: RunConfig,
+    data: DataSplits,
+    student,
+    teacher: Teacher | None,
+    run_dir: Path,
+    accelerator: Accelerator,
+) -> dict[str, Any]:
+    """Test (and val) metrics at the last step and at the best validation step."""
+    options = {
+        "batch_size": config.eval.batch_size,
+        "device": accelerator.device,
+        "ece_bins": config.eval.ece_bins,
+    }
+    references = {
+        split: teacher_logits(teacher, getattr(data, split), batch_size=config.eval.batch_size)
+        if teacher
+        else None
+        for split in ("val", "test")
+    }
+
+    def scores(model) -> dict[str, dict]:
+        return {
+            split: evaluate_model(
+                model,
+                getattr(data, split),
+                reference_logits=references[split],
+                with_reliability=split == "test",
+                **options,
+            )
+            for split in ("val", "test")
+        }
+
+    last = scores(student)
+    reliability = last["test"].pop("reliability")
+    last["val"].pop("reliability", None)
+    best_student = copy.deepcopy(student)
+    best_student.load_state_dict(load_model_state(run_dir / "checkpoints", "best"))  # same model
+    best = scores(best_student)
+    for split in best.values():
+        split.pop("reliability", None)
+    best_pointer = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+    teacher_test = None
+    if teacher is not None:
+        teacher_test = classification_metrics(
+            references["test"], data.test.labels, n_bins=config.eval.ece_bins
+        )
+    return {
+        "run": {
+            "name": config.name,
+            "method": config.method.name,
+            "dataset": config.data.dataset,
+            "student": config.student.model,
+            "teacher": config.teacher.model if config.teacher else None,
+            "seed": config.train.seed,
+        },
+        "last": {"val": last["val"], "test": last["test"]},
+        "best_val": {"step": best_pointer["step"], "val": best["val"], "test": best["test"]},
+        "teacher": {"test": teacher_test} if teacher_test else None,
+        "reliability": reliability,
+    }

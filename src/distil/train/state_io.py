@@ -1,0 +1,102 @@
+"""Save nested training state (optimizer, RNG, counters) without pickle.
+
+Tensors go to a safetensors file; everything else (numbers, strings, lists, dicts with int
+keys such as an optimizer's parameter ids) goes to a JSON skeleton that refers to the tensors
+by key. Loading never executes code from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from distil.errors import CheckpointError
+
+
+def split_state(state: Any) -> tuple[Any, dict[str, Tensor]]:
+    """Replace every tensor in ``state`` by a reference; return (skeleton, tensors)."""
+    tensors: dict[str, Tensor] = {}
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            key = f"t{len(tensors)}"
+            tensors[key] = value.detach().cpu().contiguous()
+            return {"__tensor__": key}
+        if isinstance(value, dict):
+            if all(isinstance(k, str) for k in value):
+                return {"__dict__": {k: encode(v) for k, v in value.items()}}
+            return {"__items__": [[encode(k), encode(v)] for k, v in value.items()]}
+        if isinstance(value, list | tuple):
+            return {"__list__": [encode(v) for v in value]}
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint")
+
+    return encode(state), tensors
+
+
+def join_state(skeleton: Any, tensors: dict[str, Tensor]) -> Any:
+    """Inverse of :func:`split_state` (tuples come back as lists)."""
+    if isinstance(skeleton, dict):
+        if "__tensor__" in skeleton:
+            return tensors[skeleton["__tensor__"]]
+        if "__dict__" in skeleton:
+            return {k: join_state(v, tensors) for k, v in skeleton["__dict__"].items()}
+        if "__items__" in skeleton:
+            return {
+                join_state(k, tensors): join_state(v, tensors) for k, v in skeleton["__items__"]
+            }
+        if "__list__" in skeleton:
+            return [join_state(v, tensors) for v in skeleton["__list__"]]
+    return skeleton
+
+
+def write_state(state: Any, folder: Path, stem: str) -> None:
+    """Write ``state`` as ``<stem>.json`` plus ``<stem>.safetensors`` in ``folder``."""
+    skeleton, tensors = split_state(state)
+    save_file(tensors, str(folder / f"{stem}.safetensors"))
+    write_json(folder / f"{stem}.json", skeleton)
+
+
+def read_state(folder: Path, stem: str) -> Any:
+    """Read what :func:`write_state` wrote; damaged files raise ``CheckpointError``."""
+    tensors = read_tensors(folder / f"{stem}.safetensors")
+    return join_state(read_json(folder / f"{stem}.json"), tensors)
+
+
+def read_tensors(path: Path) -> dict[str, Tensor]:
+    """Load a safetensors file, naming the file when it is missing or damaged."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: unreadable or truncated safetensors file ({error})"
+        ) from None
+
+
+def read_json(path: Path) -> Any:
+    """Load a JSON file, naming the file when it is missing or damaged."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never a half."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(value, handle, indent=1)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,384 @@
+"""The one training loop, on Hugging Face Accelerate.
+
+Every method trains here: the loop asks the teacher for its signal, runs the student, lets
+the method turn both into a :class:`~distil.methods.base.LossOutput`, and steps the
+optimizer. It owns gradient accumulation and clipping, the LR schedule, mixed precision,
+periodic validation, best/last checkpoints with exact resume, the per-step log and the
+loss-balance diagnostic. The same code runs on one CPU and under ``accelerate launch``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+
+from distil.errors import CheckpointError
+from distil.eval.evaluate import evaluate_model, teacher_logits
+from distil.methods.base import LossOutput, Method
+from distil.outputs import ModelOutputs, call_model, move_batch
+from distil.teachers.base import Teacher
+from distil.train import checkpoint
+from distil.train.balance import dominant_part, gradient_shares, parameters_of
+from distil.train.config import TrainConfig
+from distil.train.progress import MetricsLog, ProgressBar
+from distil.train.rng import rng_state, set_rng_state
+from distil.train.sampling import ShardedBatches
+from distil.train.schedules import build_scheduler
+
+log = logging.getLogger("distil")
+
+
+class StudentWithMethod(nn.Module):
+    """Student and method in one module, so DDP synchronises the method's own parameters
+    (projectors, heads) together with the student's."""
+
+    def __init__(self, student: nn.Module, method: Method) -> None:
+        super().__init__()
+        self.student = student
+        self.method = method
+
+    def forward(
+        self, batch: dict[str, Any], teacher: ModelOutputs | None
+    ) -> tuple[ModelOutputs, LossOutput]:
+        student_outputs = ModelOutputs(logits=call_model(self.student, batch["inputs"]))
+        return student_outputs, self.method.loss(student_outputs, teacher, batch)
+
+
+@dataclass
+class TrainState:
+    """Counters that, with the checkpointed tensors, let a run continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    micro_batches_done: int = 0  # in the current epoch, on each rank
+    best_metric: float | None = None
+    best_step: int | None = None
+    balance_warned: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` leaves behind, beside the files in the run folder."""
+
+    steps: int
+    epochs_completed: int
+    best_step: int | None
+    best_val_metric: float | None
+    seconds: float
+    last_val: dict[str, float]
+
+
+class Trainer:
+    """Trains ``student`` with ``method`` on ``train_data``, validating on ``val_data``."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        method: Method,
+        *,
+        train_data: Dataset,
+        val_data: Dataset,
+        config: TrainConfig,
+        output_dir: Path | str,
+        teacher: Teacher | None = None,
+        select_metric: str = "accuracy",
+        ece_bins: int = 15,
+        eval_batch_size: int = 512,
+        accelerator: Accelerator | None = None,
+    ) -> None:
+        if method.needs_teacher and teacher is None:
+            raise ValueError(f"method {method.name!r} needs a teacher; none was given")
+        self.config = config
+        self.teacher = teacher
+        self.method = method
+        self.train_data = train_data
+        self.val_data = val_data
+        self.output_dir = Path(output_dir)
+        self.select_metric = select_metric
+        self.ece_bins = ece_bins
+        self.eval_batch_size = eval_batch_size
+        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        self.module = StudentWithMethod(student, method)
+        self.checkpoints = self.output_dir / "checkpoints"
+
+        world = self.accelerator.num_processes
+        per_step = config.batch_size // config.grad_accum_steps
+        if per_step % world:
+            raise ValueError(
+                f"train.batch_size={config.batch_size} / grad_accum_steps={config.grad_accum_steps} "
+                f"= {per_step} samples per micro-step cannot be split over {world} processes"
+            )
+        self.batches = ShardedBatches(
+            len(train_data),
+            per_step // world,
+            seed=config.seed,
+            rank=self.accelerator.process_index,
+            world_size=world,
+        )
+        self.steps_per_epoch = math.ceil(len(self.batches) / config.grad_accum_steps)
+        self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+
+    # ------------------------------------------------------------------ public API
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train to the end (or continue from the last checkpoint with ``resume``)."""
+        acc, config = self.accelerator, self.config
+        optimizer = self._build_optimizer()
+        scheduler = build_scheduler(
+            optimizer,
+            total_steps=self.total_steps,
+            warmup_steps=config.warmup_steps,
+            kind=config.schedule,
+        )
+        model, optimizer = acc.prepare(self.module, optimizer)
+        state = TrainState()
+        if resume and checkpoint.has_checkpoint(self.checkpoints):
+            state = self._restore(optimizer, scheduler)
+            log.info("resumed %s at step %d", self.output_dir, state.step)
+        metrics_log = MetricsLog(
+            self.output_dir / "metrics.jsonl",
+            acc.is_main_process,
+            resume_step=state.step if resume else None,
+        )
+        val_teacher_logits = self._teacher_logits(self.val_data)
+        start = time.perf_counter()
+        last_val: dict[str, float] = {}
+        window = _LossWindow()
+        with ProgressBar(
+            self.total_steps, self.output_dir.name, enabled=config.progress and acc.is_main_process
+        ) as bar:
+            bar.update(state.step, "")
+            while state.step < self.total_steps:
+                epoch_batches = list(self.batches.epoch(state.epoch, skip=state.micro_batches_done))
+                for group in _groups(epoch_batches, config.grad_accum_steps):
+                    loss = self._step(
+                        model, optimizer, scheduler, group, state, window, metrics_log
+                    )
+                    state.micro_batches_done += len(group)
+                    epoch_done = state.micro_batches_done >= len(self.batches)
+                    if epoch_done:
+                        state.epoch += 1
+                        state.micro_batches_done = 0
+                    finished = state.step >= self.total_steps
+                    if self._due(config.eval_every, state.step, epoch_done, finished):
+                        last_val = self._validate(state, val_teacher_logits, metrics_log)
+                    if self._due(config.checkpoint_every, state.step, epoch_done, finished):
+                        self._save(optimizer, scheduler, state)
+                    shown = f"loss {loss:.4f}"
+                    if last_val:
+                        shown += f"  val {self.select_metric} {last_val[self.select_metric]:.4f}"
+                    bar.update(state.step, shown)
+                    if finished:
+                        break
+        acc.wait_for_everyone()
+        return TrainResult(
+            steps=state.step,
+            epochs_completed=state.epoch,
+            best_step=state.best_step,
+            best_val_metric=state.best_metric,
+            seconds=time.perf_counter() - start,
+            last_val=last_val,
+        )
+
+    # ------------------------------------------------------------------ one step
+
+    def _step(self, model, optimizer, scheduler, group, state, window, metrics_log) -> float:
+        acc, config = self.accelerator, self.config
+        model.train()
+        measure_balance = config.balance_every and state.step % config.balance_every == 0
+        for position, indices in enumerate(group):
+            batch = move_batch(default_collate([self.train_data[i] for i in indices]), acc.device)
+            teacher_outputs = None
+            if self.method.needs_teacher:
+                teacher_outputs = self.teacher.signal(batch).to(acc.device)
+            is_last = position == len(group) - 1
+            with contextlib.ExitStack() as stack:
+                if not is_last:
+                    stack.enter_context(acc.no_sync(model))
+                with acc.autocast():
+                    _, loss = model(batch, teacher_outputs)
+                if measure_balance and position == 0:
+                    self._log_balance(loss, state, metrics_log)
+                acc.backward(loss.total / len(group))
+            window.add(loss, len(group))
+        if config.max_grad_norm is not None:
+            acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if state.step % config.log_every == 0 or state.step == self.total_steps:
+            row = window.reduce(acc)
+            metrics_log.write(
+                {
+                    "kind": "train",
+                    "step": state.step,
+                    "epoch": state.epoch,
+                    "lr": scheduler.get_last_lr()[0],
+                    **row,
+                }
+            )
+            return row["loss"]
+        return window.last
+
+    def _log_balance(self, loss: LossOutput, state: TrainState, metrics_log: MetricsLog) -> None:
+        shares = gradient_shares(loss, parameters_of(self.module))
+        if not shares:
+            return
+        metrics_log.write(
+            {
+                "kind": "balance",
+                "step": state.step,
+                **{f"balance/{name}": share for name, share in shares.items()},
+            }
+        )
+        dominant = dominant_part(shares, self.config.balance_warn_share)
+        if dominant and not state.balance_warned and self.accelerator.is_main_process:
+            state.balance_warned = True
+            summary = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+            log.warning(
+                "loss part %r carries %.1f%% of the gradient norm at step %d (%s); the other "
+                "terms barely train the student. Check the method's weights.",
+                dominant,
+                100 * shares[dominant],
+                state.step,
+                summary,
+            )
+
+    # ------------------------------------------------------------------ eval, checkpoints
+
+    @staticmethod
+    def _due(every: int | None, step: int, epoch_done: bool, finished: bool) -> bool:
+        return finished or (epoch_done if every is None else step % every == 0)
+
+    def _teacher_logits(self, dataset: Dataset) -> Tensor | None:
+        if self.teacher is None:
+            return None
+        return teacher_logits(self.teacher, dataset, batch_size=self.eval_batch_size)
+
+    def _validate(self, state: TrainState, reference: Tensor | None, metrics_log) -> dict:
+        metrics = evaluate_model(
+            self.module.student,
+            self.val_data,
+            reference_logits=reference,
+            batch_size=self.eval_batch_size,
+            device=self.accelerator.device,
+            ece_bins=self.ece_bins,
+        )
+        metrics_log.write(
+            {"kind": "eval", "step": state.step, "epoch": state.epoch, "split": "val", **metrics}
+        )
+        value = metrics[self.select_metric]
+        better = state.best_metric is None or (
+            value > state.best_metric
+            if self.select_metric == "accuracy"
+            else value < state.best_metric
+        )
+        if better:
+            state.best_metric, state.best_step = value, state.step
+            if self.accelerator.is_main_process:
+                name = f"best-{state.step:06d}"
+                folder = checkpoint.begin(self.checkpoints, name)
+                checkpoint.write_model(folder, self.module.student.state_dict())
+                checkpoint.commit(
+                    self.checkpoints,
+                    name,
+                    "best",
+                    {"step": state.step, "metric": value, "select_metric": self.select_metric},
+                )
+            self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _save(self, optimizer, scheduler, state: TrainState) -> None:
+        acc = self.accelerator
+        name = f"step-{state.step:06d}"
+        if acc.is_main_process:
+            folder = checkpoint.begin(self.checkpoints, name)
+            checkpoint.write_model(folder, self.module.student.state_dict())
+            checkpoint.write_model(folder, self.module.method.state_dict(), checkpoint.METHOD_FILE)
+            checkpoint.write_training_state(
+                folder,
+                optimizer.state_dict(),
+                {
+                    "state": asdict(state),
+                    "scheduler": scheduler.state_dict(),
+                    "num_processes": acc.num_processes,
+                },
+            )
+        acc.wait_for_everyone()
+        checkpoint.write_rng(self.checkpoints / f".tmp-{name}", acc.process_index, rng_state())
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            checkpoint.commit(self.checkpoints, name, "last", {"step": state.step})
+        acc.wait_for_everyone()
+
+    def _restore(self, optimizer, scheduler) -> TrainState:
+        student_state, method_state, optimizer_state, trainer_state, rng = (
+            checkpoint.load_training_state(self.checkpoints, self.accelerator.process_index)
+        )
+        if trainer_state["num_processes"] != self.accelerator.num_processes:
+            raise CheckpointError(
+                f"{self.checkpoints}: saved with {trainer_state['num_processes']} processes, "
+                f"resumed with {self.accelerator.num_processes}; the data order would differ"
+            )
+        source = self.checkpoints / checkpoint.read_pointer(self.checkpoints, "last")["dir"]
+        checkpoint.load_into(self.module.student, student_state, source / checkpoint.MODEL_FILE)
+        checkpoint.load_into(self.module.method, method_state, source / checkpoint.METHOD_FILE)
+        optimizer.load_state_dict(optimizer_state)
+        scheduler.load_state_dict(trainer_state["scheduler"])
+        set_rng_state(rng)
+        return TrainState(**trainer_state["state"])
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        parameters = parameters_of(self.module)
+        if config.optimizer == "sgd":
+            return torch.optim.SGD(
+                parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
+        return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _groups(batches: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Micro-batches grouped per optimizer step (the epoch's last group may be shorter)."""
+    return [batches[start : start + size] for start in range(0, len(batches), size)]
+
+
+class _LossWindow:
+    """Running means of the loss parts since the last logged step."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0.0
+        self.last = float("nan")
+
+    def add(self, loss: LossOutput, group_size: int) -> None:
+        weight = 1.0 / group_size
+        values = {"loss": float(loss.total.detach())}
+        for name, value in loss.parts.items():
+            part = float(value.detach())
+            values[f"loss/{name}"] = part
+            values[f"loss/{name}@weighted"] = loss.weights[name] * part
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + weight * value
+        self.count += weight
+        self.last = values["loss"]
+
+    def reduce(self, accelerator: Accelerator) -> dict[str, float]:
+        """Means over the window, averaged over processes; then start a new window."""
+        keys = sorted(self.sums)
+        means = torch.tensor([self.sums[k] / self.count for k in keys], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            means = accelerator.reduce(means, reduction="mean")
+        self.sums, self.count = {}, 0.0
+        return dict(zip(keys, means.tolist(), strict=True))
