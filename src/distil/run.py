@@ -28,6 +28,7 @@ from distil.methods import build_method
 from distil.teachers.base import Teacher
 from distil.train import Trainer
 from distil.train.checkpoint import has_checkpoint, load_model_state
+from distil.train.trainer import make_accelerator
 
 log = logging.getLogger("distil")
 
@@ -51,7 +52,7 @@ def run(
 
     ``data`` may be passed to share loaded splits between several runs (the demo does).
     """
-    accelerator = accelerator or Accelerator(mixed_precision=config.train.mixed_precision)
+    accelerator = accelerator or make_accelerator(config.train.mixed_precision)
     run_dir = config.run_dir()
     if not resume and has_checkpoint(run_dir / "checkpoints"):
         raise ConfigError(

@@ -24,6 +24,7 @@ from distil.data import load_data
 from distil.methods import build_method
 from distil.teachers import PrecomputedTeacher
 from distil.train import Trainer
+from distil.train.trainer import make_accelerator
 
 RECIPE = "kd-mnist"
 TASK = "mnist"
@@ -34,9 +35,7 @@ def collect(quick: bool) -> list[Row]:
     short_steps, long_steps, repeats = (5, 15, 1) if quick else (20, 120, 5)
     config = load_config(RECIPE, ["train.progress=false"])
     data = load_data(config.data)
-    from accelerate import Accelerator
-
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     live = build_teacher(config, data, accelerator)
     variants = {
         "supervised": (build_method({"name": "supervised"}), None),

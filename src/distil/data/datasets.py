@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from distil.errors import ShapeError
 
@@ -73,3 +73,15 @@ class DataSplits:
     input_shape: tuple[int, ...]  # one sample's shape, e.g. (1, 28, 28) or (max_length,)
     num_classes: int
     class_names: list[str]
+
+
+def in_order(dataset: Dataset, batch_size: int) -> DataLoader:
+    """Batches of ``dataset`` in index order, drawing nothing from the global RNG.
+
+    A plain DataLoader takes a seed from torch's global generator every time it is iterated;
+    evaluation in the middle of training would then shift the random stream of dropout and
+    a resumed run would no longer equal an uninterrupted one.
+    """
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0)
+    )

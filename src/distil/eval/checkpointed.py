@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from accelerate import Accelerator
 
 from distil.build import build_network, build_teacher
 from distil.config import parse_config
@@ -13,6 +12,7 @@ from distil.data import load_data
 from distil.errors import ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.train.checkpoint import load_model_state
+from distil.train.trainer import make_accelerator
 
 
 def evaluate_run(run_dir: Path, checkpoint: str = "last", split: str = "test") -> dict[str, float]:
@@ -22,7 +22,7 @@ def evaluate_run(run_dir: Path, checkpoint: str = "last", split: str = "test") -
         raise ConfigError(f"{config_path}: missing; is {run_dir} a distil run folder?")
     config = parse_config(yaml.safe_load(config_path.read_text()))
     data = load_data(config.data)
-    accelerator = Accelerator()
+    accelerator = make_accelerator()
     student = build_network(config.student.model_copy(update={"weights": None}), data)
     student.load_state_dict(load_model_state(run_dir / "checkpoints", checkpoint))
     teacher = build_teacher(config, data, accelerator)

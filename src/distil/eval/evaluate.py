@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from distil.data.datasets import in_order
 from distil.eval.metrics import classification_metrics, reliability_bins
 from distil.outputs import call_model, move_batch
 from distil.teachers.base import Teacher
@@ -23,7 +24,7 @@ def predict_logits(
     model.eval()
     logits, labels = [], []
     try:
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        for batch in in_order(dataset, batch_size):
             batch = move_batch(batch, torch.device(device))
             logits.append(call_model(model, batch["inputs"]).float().cpu())
             labels.append(batch["labels"].cpu())
@@ -36,10 +37,7 @@ def predict_logits(
 def teacher_logits(teacher: Teacher, dataset: Dataset, *, batch_size: int = 512) -> Tensor:
     """The teacher's logits ``(N, C)`` over ``dataset`` in order, float32 on CPU."""
     return torch.cat(
-        [
-            teacher.signal(batch).logits.float().cpu()
-            for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        ]
+        [teacher.signal(batch).logits.float().cpu() for batch in in_order(dataset, batch_size)]
     )
 
 

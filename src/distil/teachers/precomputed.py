@@ -10,8 +10,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from distil.data.datasets import in_order
 from distil.errors import ShapeError
 from distil.outputs import ModelOutputs
 from distil.teachers.base import Teacher
@@ -31,8 +32,7 @@ class PrecomputedTeacher:
     ) -> PrecomputedTeacher:
         """Run ``teacher`` once over ``dataset`` (in index order) and keep its logits."""
         chunks = [
-            teacher.signal(batch).logits.float().cpu()
-            for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False)
+            teacher.signal(batch).logits.float().cpu() for batch in in_order(dataset, batch_size)
         ]
         return cls(torch.cat(chunks))
 

@@ -3,7 +3,7 @@
 Layout of ``<run>/checkpoints``::
 
     step-000120/   model.safetensors (student), method.safetensors (the method's own
-                   parameters), optimizer.{json,safetensors}, trainer.json, rng-rank<r>.json…
+                   parameters), optimizer.{json,safetensors}, trainer.json, rank<r>.{json,safetensors}…
     best-000100/   model.safetensors (weights only: all that "best" is used for)
     last.json      {"dir": "step-000120", "step": 120}
     best.json      {"dir": "best-000100", "step": 100, "metric": 0.93}
@@ -53,9 +53,9 @@ def write_training_state(folder: Path, optimizer_state: dict, trainer_state: dic
     write_json(folder / "trainer.json", trainer_state)
 
 
-def write_rng(folder: Path, rank: int, rng: dict[str, Any]) -> None:
-    """Store one process's generator states (each rank has its own)."""
-    write_state(rng, folder, f"rng-rank{rank}")
+def write_rank_state(folder: Path, rank: int, state: dict[str, Any]) -> None:
+    """Store what differs between processes: generator states, unlogged loss sums."""
+    write_state(state, folder, f"rank{rank}")
 
 
 def commit(root: Path, name: str, pointer: str, info: dict[str, Any]) -> None:
@@ -116,10 +116,10 @@ def load_model_state(root: Path, pointer: str) -> dict[str, Tensor]:
 
 
 def load_training_state(root: Path, rank: int) -> tuple[dict, dict, dict, dict, dict]:
-    """(student, method, optimizer, trainer, rng) states of the ``last`` checkpoint."""
+    """(student, method, optimizer, trainer, rank) states of the ``last`` checkpoint."""
     folder = root / read_pointer(root, "last")["dir"]
-    rng_stem = f"rng-rank{rank}"
-    if not (folder / f"{rng_stem}.json").is_file():
+    rank_stem = f"rank{rank}"
+    if not (folder / f"{rank_stem}.json").is_file():
         raise CheckpointError(
             f"{folder}: no random state for process {rank}; was the run saved with fewer processes?"
         )
@@ -128,5 +128,5 @@ def load_training_state(root: Path, rank: int) -> tuple[dict, dict, dict, dict, 
         read_tensors(folder / METHOD_FILE),
         read_state(folder, "optimizer"),
         read_json(folder / "trainer.json"),
-        read_state(folder, rng_stem),
+        read_state(folder, rank_stem),
     )

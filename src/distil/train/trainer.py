@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from distil.errors import CheckpointError
+from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.methods.base import LossOutput, Method
 from distil.outputs import ModelOutputs, call_model, move_batch
@@ -36,6 +36,23 @@ from distil.train.sampling import ShardedBatches
 from distil.train.schedules import build_scheduler
 
 log = logging.getLogger("distil")
+
+
+def make_accelerator(mixed_precision: str = "no") -> Accelerator:
+    """An Accelerator for this process; a precision clash gets a clear error.
+
+    Accelerate keeps one process-wide state, so a second run in the same Python process
+    cannot switch ``mixed_precision``; say so instead of failing deep inside accelerate.
+    """
+    try:
+        return Accelerator(mixed_precision=mixed_precision)
+    except ValueError as error:
+        if "already been initialized" not in str(error):
+            raise
+        raise ConfigError(
+            f"train.mixed_precision={mixed_precision!r}: this Python process already set up "
+            "Accelerate with another precision; run this recipe in a new process"
+        ) from None
 
 
 class StudentWithMethod(nn.Module):
@@ -107,7 +124,7 @@ class Trainer:
         self.select_metric = select_metric
         self.ece_bins = ece_bins
         self.eval_batch_size = eval_batch_size
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+        self.accelerator = accelerator or make_accelerator(config.mixed_precision)
         self.module = StudentWithMethod(student, method)
         self.checkpoints = self.output_dir / "checkpoints"
 
@@ -141,9 +158,9 @@ class Trainer:
             kind=config.schedule,
         )
         model, optimizer = acc.prepare(self.module, optimizer)
-        state = TrainState()
+        state, window = TrainState(), _LossWindow()
         if resume and checkpoint.has_checkpoint(self.checkpoints):
-            state = self._restore(optimizer, scheduler)
+            state = self._restore(optimizer, scheduler, window)
             log.info("resumed %s at step %d", self.output_dir, state.step)
         metrics_log = MetricsLog(
             self.output_dir / "metrics.jsonl",
@@ -153,7 +170,6 @@ class Trainer:
         val_teacher_logits = self._teacher_logits(self.val_data)
         start = time.perf_counter()
         last_val: dict[str, float] = {}
-        window = _LossWindow()
         with ProgressBar(
             self.total_steps, self.output_dir.name, enabled=config.progress and acc.is_main_process
         ) as bar:
@@ -173,7 +189,7 @@ class Trainer:
                     if self._due(config.eval_every, state.step, epoch_done, finished):
                         last_val = self._validate(state, val_teacher_logits, metrics_log)
                     if self._due(config.checkpoint_every, state.step, epoch_done, finished):
-                        self._save(optimizer, scheduler, state)
+                        self._save(optimizer, scheduler, state, window)
                     shown = f"loss {loss:.4f}"
                     if last_val:
                         shown += f"  val {self.select_metric} {last_val[self.select_metric]:.4f}"
@@ -299,7 +315,7 @@ class Trainer:
             self.accelerator.wait_for_everyone()
         return metrics
 
-    def _save(self, optimizer, scheduler, state: TrainState) -> None:
+    def _save(self, optimizer, scheduler, state: TrainState, window: _LossWindow) -> None:
         acc = self.accelerator
         name = f"step-{state.step:06d}"
         if acc.is_main_process:
@@ -316,14 +332,18 @@ class Trainer:
                 },
             )
         acc.wait_for_everyone()
-        checkpoint.write_rng(self.checkpoints / f".tmp-{name}", acc.process_index, rng_state())
+        checkpoint.write_rank_state(
+            self.checkpoints / f".tmp-{name}",
+            acc.process_index,
+            {"rng": rng_state(), "loss_window": window.state()},
+        )
         acc.wait_for_everyone()
         if acc.is_main_process:
             checkpoint.commit(self.checkpoints, name, "last", {"step": state.step})
         acc.wait_for_everyone()
 
-    def _restore(self, optimizer, scheduler) -> TrainState:
-        student_state, method_state, optimizer_state, trainer_state, rng = (
+    def _restore(self, optimizer, scheduler, window: _LossWindow) -> TrainState:
+        student_state, method_state, optimizer_state, trainer_state, rank_state = (
             checkpoint.load_training_state(self.checkpoints, self.accelerator.process_index)
         )
         if trainer_state["num_processes"] != self.accelerator.num_processes:
@@ -336,7 +356,8 @@ class Trainer:
         checkpoint.load_into(self.module.method, method_state, source / checkpoint.METHOD_FILE)
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(trainer_state["scheduler"])
-        set_rng_state(rng)
+        set_rng_state(rank_state["rng"])
+        window.load_state(rank_state["loss_window"])
         return TrainState(**trainer_state["state"])
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
@@ -373,6 +394,14 @@ class _LossWindow:
             self.sums[key] = self.sums.get(key, 0.0) + weight * value
         self.count += weight
         self.last = values["loss"]
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps, so a resumed run logs the same window means."""
+        return {"sums": dict(self.sums), "count": self.count, "last": self.last}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`state`."""
+        self.sums, self.count, self.last = dict(state["sums"]), state["count"], state["last"]
 
     def reduce(self, accelerator: Accelerator) -> dict[str, float]:
         """Means over the window, averaged over processes; then start a new window."""
