@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from distil.data import ArrayDataset
-from distil.errors import ShapeError
+from distil.errors import DataError
 from distil.teachers import ModuleTeacher, PrecomputedTeacher, Teacher
 
 
@@ -41,7 +41,16 @@ def test_precomputed_teacher_matches_live_teacher():
     dataset = ArrayDataset(torch.randn(20, 6), torch.zeros(20, dtype=torch.long))
     cached = PrecomputedTeacher.from_teacher(teacher, dataset, batch_size=7)
     index = torch.tensor([3, 17, 0])
-    live = teacher.signal({"inputs": dataset.inputs[index]}).logits
-    torch.testing.assert_close(cached.signal({"index": index}).logits, live)
-    with pytest.raises(ShapeError, match="out of range"):
-        cached.signal({"index": torch.tensor([25])})
+    batch = {"inputs": dataset.inputs[index], "index": index}
+    torch.testing.assert_close(cached.signal(batch).logits, teacher.signal(batch).logits)
+
+
+def test_precomputed_teacher_refuses_samples_it_was_not_computed_on():
+    teacher = make_teacher()
+    train = ArrayDataset(torch.randn(20, 6), torch.zeros(20, dtype=torch.long))
+    cached = PrecomputedTeacher.from_teacher(teacher, train)
+    other = torch.randn(3, 6)  # e.g. the validation split, whose indices also start at 0
+    with pytest.raises(DataError, match="another dataset"):
+        cached.signal({"inputs": other, "index": torch.tensor([0, 1, 2])})
+    with pytest.raises(DataError, match="out of range"):
+        cached.signal({"inputs": torch.randn(1, 6), "index": torch.tensor([25])})

@@ -173,8 +173,10 @@ def test_a_second_run_into_the_same_folder_needs_resume(tiny_recipe, digits):
 def test_teacher_in_another_dtype_teaches_like_float32(tiny_recipe, digits, tmp_path):
     agreement = {}
     for dtype in ("float32", "bfloat16"):
-        config = load_config(tiny_recipe, [f"teacher.dtype={dtype}", "train.epochs=4",
-                                           f"output.dir={tmp_path / dtype}"])
+        config = load_config(
+            tiny_recipe,
+            [f"teacher.dtype={dtype}", "train.epochs=4", f"output.dir={tmp_path / dtype}"],
+        )
         agreement[dtype] = run(config, data=digits).metrics["last"]["test"]["agreement"]
     assert agreement["bfloat16"] > 0.8
     assert agreement["bfloat16"] == pytest.approx(agreement["float32"], abs=0.05)

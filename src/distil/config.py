@@ -64,6 +64,11 @@ class TeacherConfig(StudentConfig):
     )
     device: str | None = Field(None, description="teacher device (default: the student's)")
     dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
+    precompute: bool = Field(
+        False,
+        description="run the teacher once over the training split before training and look "
+        "its outputs up per batch (exact without input augmentation; saves a forward pass per step)",
+    )
 
 
 class EvalConfig(BaseModel):

@@ -25,6 +25,7 @@ from distil.errors import ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.eval.metrics import classification_metrics
 from distil.methods import build_method
+from distil.teachers import PrecomputedTeacher
 from distil.teachers.base import Teacher
 from distil.train import Trainer
 from distil.train.checkpoint import has_checkpoint, load_model_state
@@ -72,6 +73,11 @@ def run(
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
     started = time.perf_counter()
+    training_teacher = teacher
+    if method.needs_teacher and config.teacher.precompute:
+        training_teacher = PrecomputedTeacher.from_teacher(
+            teacher, data.train, config.eval.batch_size
+        )
     trainer = Trainer(
         student,
         method,
@@ -79,7 +85,8 @@ def run(
         val_data=data.val,
         config=config.train,
         output_dir=run_dir,
-        teacher=teacher,
+        teacher=training_teacher,
+        eval_teacher=teacher,
         select_metric=config.eval.select_metric,
         ece_bins=config.eval.ece_bins,
         eval_batch_size=config.eval.batch_size,

@@ -40,7 +40,10 @@ class TrainConfig(BaseModel):
         50, ge=0, description="measure each loss part's gradient share every N steps (0: off)"
     )
     balance_warn_share: float = Field(
-        0.95, gt=0.5, le=1.0, description="warn when one part carries this share"
+        0.98,
+        gt=0.5,
+        le=1.0,
+        description="warn when one part carries this mean share of the gradient norm",
     )
     progress: bool = Field(True, description="show a live progress bar")
 

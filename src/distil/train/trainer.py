@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +38,23 @@ from distil.train.schedules import build_scheduler
 
 log = logging.getLogger("distil")
 
+#: Gradient-share measurements averaged before the balance diagnostic may warn.
+BALANCE_MIN_MEASUREMENTS = 3
+
 
 def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     """An Accelerator for this process; a precision clash gets a clear error.
 
     Accelerate keeps one process-wide state, so a second run in the same Python process
     cannot switch ``mixed_precision``; say so instead of failing deep inside accelerate.
+    Launched as several processes on a machine without CUDA (``accelerate launch
+    --num_processes 2`` or ``torchrun`` on CPUs), Accelerate only forms a gloo process group
+    when told to use the CPU, so it is told.
     """
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu = launched and not torch.cuda.is_available()
     try:
-        return Accelerator(mixed_precision=mixed_precision)
+        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     except ValueError as error:
         if "already been initialized" not in str(error):
             raise
@@ -81,6 +90,8 @@ class TrainState:
     best_metric: float | None = None
     best_step: int | None = None
     balance_warned: bool = False
+    balance_share_sums: dict[str, float] = field(default_factory=dict)
+    balance_measurements: int = 0
 
 
 @dataclass
@@ -108,6 +119,7 @@ class Trainer:
         config: TrainConfig,
         output_dir: Path | str,
         teacher: Teacher | None = None,
+        eval_teacher: Teacher | None = None,
         select_metric: str = "accuracy",
         ece_bins: int = 15,
         eval_batch_size: int = 512,
@@ -117,6 +129,8 @@ class Trainer:
             raise ValueError(f"method {method.name!r} needs a teacher; none was given")
         self.config = config
         self.teacher = teacher
+        # A precomputed teacher only knows the training samples; validation needs a live one.
+        self.eval_teacher = eval_teacher or teacher
         self.method = method
         self.train_data = train_data
         self.val_data = val_data
@@ -258,15 +272,27 @@ class Trainer:
                 **{f"balance/{name}": share for name, share in shares.items()},
             }
         )
-        dominant = dominant_part(shares, self.config.balance_warn_share)
-        if dominant and not state.balance_warned and self.accelerator.is_main_process:
+        # One micro-batch is a noisy measurement: judge the mean share over the run so far.
+        for name, share in shares.items():
+            state.balance_share_sums[name] = state.balance_share_sums.get(name, 0.0) + share
+        state.balance_measurements += 1
+        if state.balance_measurements < BALANCE_MIN_MEASUREMENTS or state.balance_warned:
+            return
+        means = {
+            name: total / state.balance_measurements
+            for name, total in state.balance_share_sums.items()
+        }
+        dominant = dominant_part(means, self.config.balance_warn_share)
+        if dominant and self.accelerator.is_main_process:
             state.balance_warned = True
-            summary = ", ".join(f"{name} {share:.1%}" for name, share in shares.items())
+            summary = ", ".join(f"{name} {share:.1%}" for name, share in means.items())
             log.warning(
-                "loss part %r carries %.1f%% of the gradient norm at step %d (%s); the other "
-                "terms barely train the student. Check the method's weights.",
+                "loss part %r carries %.1f%% of the gradient norm on average over %d "
+                "measurements up to step %d (%s); the other terms barely train the student. "
+                "Check the method's weights.",
                 dominant,
-                100 * shares[dominant],
+                100 * means[dominant],
+                state.balance_measurements,
                 state.step,
                 summary,
             )
@@ -278,9 +304,9 @@ class Trainer:
         return finished or (epoch_done if every is None else step % every == 0)
 
     def _teacher_logits(self, dataset: Dataset) -> Tensor | None:
-        if self.teacher is None:
+        if self.eval_teacher is None:
             return None
-        return teacher_logits(self.teacher, dataset, batch_size=self.eval_batch_size)
+        return teacher_logits(self.eval_teacher, dataset, batch_size=self.eval_batch_size)
 
     def _validate(self, state: TrainState, reference: Tensor | None, metrics_log) -> dict:
         metrics = evaluate_model(
