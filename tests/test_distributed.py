@@ -13,54 +13,27 @@ import sys
 
 import pytest
 
+LAUNCH_TWO = [
+    "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+]  # fmt: skip
+
+
+def train(launcher: list[str], recipe, out_dir, overrides: list[str]) -> None:
+    """Run ``distil train`` (through ``launcher``) and fail with its stderr if it fails."""
+    result = subprocess.run(
+        [sys.executable, *launcher, "-m", "distil", "train", str(recipe), *overrides,
+         f"output.dir={out_dir}"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+
 
 @pytest.mark.slow
 def test_two_processes_match_one(tiny_recipe, tmp_path):
     common = ["train.epochs=3", "train.log_every=1"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "distil",
-            "train",
-            str(tiny_recipe),
-            *common,
-            f"output.dir={tmp_path / 'one'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert single.returncode == 0, single.stderr
-    launched = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            "-m",
-            "distil",
-            "train",
-            str(tiny_recipe),
-            *common,
-            f"output.dir={tmp_path / 'two'}",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert launched.returncode == 0, launched.stderr[-3000:]
+    train([], tiny_recipe, tmp_path / "one", common)
+    train(LAUNCH_TWO, tiny_recipe, tmp_path / "two", common)
 
     checkpoints = tmp_path / "two" / "checkpoints"
     last_dir = json.loads((checkpoints / "last.json").read_text())["dir"]

@@ -14,9 +14,9 @@ from distil.data import load_data
 from distil.errors import CheckpointError
 from distil.methods import build_method
 from distil.models import build_model
-from distil.run import run
+from distil.pipeline import run
 from distil.train import TrainConfig, Trainer
-from distil.train.trainer import make_accelerator
+from distil.train.accelerator import make_accelerator
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -60,9 +60,9 @@ def train(
 ) -> None:
     """Train a student from a recipe; writes config, metrics, checkpoints and report."""
     from distil.config import load_config
+    from distil.pipeline import run
     from distil.report import markdown_table, summary_rows
     from distil.report.runs import load_run
-    from distil.run import run
 
     result = run(load_config(recipe, overrides or []), resume=resume)
     if result.metrics:

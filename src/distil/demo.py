@@ -15,9 +15,9 @@ from pathlib import Path
 
 from distil.config import load_config
 from distil.data import load_data
+from distil.pipeline import run
 from distil.report import markdown_table, summary_rows, write_report
 from distil.report.runs import load_run
-from distil.run import run
 
 RECIPE = "demo"
 #: The compared methods and the recipe overrides that select each one.

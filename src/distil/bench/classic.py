@@ -13,7 +13,7 @@ from tempfile import TemporaryDirectory
 from distil.bench.harness import SUITES, Row, Suite, plot_grouped_bars
 from distil.config import load_config
 from distil.data import load_data
-from distil.run import run
+from distil.pipeline import run
 
 DATASETS = ("digits", "mnist", "mnist1d")
 METHODS = {"supervised": ["method={name: supervised}"], "kd": []}

@@ -24,7 +24,7 @@ from distil.data import load_data
 from distil.methods import build_method
 from distil.teachers import PrecomputedTeacher
 from distil.train import Trainer
-from distil.train.trainer import make_accelerator
+from distil.train.accelerator import make_accelerator
 
 RECIPE = "kd-mnist"
 TASK = "mnist"

@@ -11,8 +11,8 @@ from distil.config import parse_config
 from distil.data import load_data
 from distil.errors import ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
+from distil.train.accelerator import make_accelerator
 from distil.train.checkpoint import load_model_state
-from distil.train.trainer import make_accelerator
 
 
 def evaluate_run(run_dir: Path, checkpoint: str = "last", split: str = "test") -> dict[str, float]:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from distil.models.init import init_residual_net
 from distil.models.registry import MODELS, require_input_rank
 
 # name → (depth, (stem width, stage 1, stage 2, stage 3 widths)).
@@ -89,16 +90,7 @@ class CifarResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(width, num_classes)
-        self._initialise()
-
-    def _initialise(self) -> None:
-        # He (fan-out) init for convs, as the KD reference code does, so baselines match theirs.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_residual_net(self)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(batch, C, H, W)`` → logits ``(batch, num_classes)``."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from distil.models.init import init_residual_net
 from distil.models.registry import MODELS, check_dropout, require_input_rank
 
 # name → (depth, widen factor).
@@ -80,18 +81,7 @@ class WideResNet(nn.Module):
         self.final_activation = nn.Sequential(nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(width, num_classes)
-        self._initialise()
-
-    def _initialise(self) -> None:
-        # He (fan-out) init for convs, as the KD reference code does, so baselines match theirs.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.zeros_(module.bias)
+        init_residual_net(self, zero_linear_bias=True)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """``(batch, C, H, W)`` → logits ``(batch, num_classes)``."""

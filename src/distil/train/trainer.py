@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,14 +22,16 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from distil.errors import CheckpointError, ConfigError
+from distil.errors import CheckpointError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.methods.base import LossOutput, Method
 from distil.outputs import ModelOutputs, call_model, move_batch
 from distil.teachers.base import Teacher
 from distil.train import checkpoint
+from distil.train.accelerator import make_accelerator
 from distil.train.balance import dominant_part, gradient_shares, parameters_of
 from distil.train.config import TrainConfig
+from distil.train.loss_window import LossWindow
 from distil.train.progress import MetricsLog, ProgressBar
 from distil.train.rng import rng_state, set_rng_state
 from distil.train.sampling import ShardedBatches
@@ -40,28 +41,6 @@ log = logging.getLogger("distil")
 
 #: Gradient-share measurements averaged before the balance diagnostic may warn.
 BALANCE_MIN_MEASUREMENTS = 3
-
-
-def make_accelerator(mixed_precision: str = "no") -> Accelerator:
-    """An Accelerator for this process; a precision clash gets a clear error.
-
-    Accelerate keeps one process-wide state, so a second run in the same Python process
-    cannot switch ``mixed_precision``; say so instead of failing deep inside accelerate.
-    Launched as several processes on a machine without CUDA (``accelerate launch
-    --num_processes 2`` or ``torchrun`` on CPUs), Accelerate only forms a gloo process group
-    when told to use the CPU, so it is told.
-    """
-    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    cpu = launched and not torch.cuda.is_available()
-    try:
-        return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
-    except ValueError as error:
-        if "already been initialized" not in str(error):
-            raise
-        raise ConfigError(
-            f"train.mixed_precision={mixed_precision!r}: this Python process already set up "
-            "Accelerate with another precision; run this recipe in a new process"
-        ) from None
 
 
 class StudentWithMethod(nn.Module):
@@ -172,7 +151,7 @@ class Trainer:
             kind=config.schedule,
         )
         model, optimizer = acc.prepare(self.module, optimizer)
-        state, window = TrainState(), _LossWindow()
+        state, window = TrainState(), LossWindow()
         if resume and checkpoint.has_checkpoint(self.checkpoints):
             state = self._restore(optimizer, scheduler, window)
             log.info("resumed %s at step %d", self.output_dir, state.step)
@@ -341,7 +320,7 @@ class Trainer:
             self.accelerator.wait_for_everyone()
         return metrics
 
-    def _save(self, optimizer, scheduler, state: TrainState, window: _LossWindow) -> None:
+    def _save(self, optimizer, scheduler, state: TrainState, window: LossWindow) -> None:
         acc = self.accelerator
         name = f"step-{state.step:06d}"
         if acc.is_main_process:
@@ -368,7 +347,7 @@ class Trainer:
             checkpoint.commit(self.checkpoints, name, "last", {"step": state.step})
         acc.wait_for_everyone()
 
-    def _restore(self, optimizer, scheduler, window: _LossWindow) -> TrainState:
+    def _restore(self, optimizer, scheduler, window: LossWindow) -> TrainState:
         student_state, method_state, optimizer_state, trainer_state, rank_state = (
             checkpoint.load_training_state(self.checkpoints, self.accelerator.process_index)
         )
@@ -399,41 +378,3 @@ class Trainer:
 def _groups(batches: list[list[int]], size: int) -> list[list[list[int]]]:
     """Micro-batches grouped per optimizer step (the epoch's last group may be shorter)."""
     return [batches[start : start + size] for start in range(0, len(batches), size)]
-
-
-class _LossWindow:
-    """Running means of the loss parts since the last logged step."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.count = 0.0
-        self.last = float("nan")
-
-    def add(self, loss: LossOutput, group_size: int) -> None:
-        weight = 1.0 / group_size
-        values = {"loss": float(loss.total.detach())}
-        for name, value in loss.parts.items():
-            part = float(value.detach())
-            values[f"loss/{name}"] = part
-            values[f"loss/{name}@weighted"] = loss.weights[name] * part
-        for key, value in values.items():
-            self.sums[key] = self.sums.get(key, 0.0) + weight * value
-        self.count += weight
-        self.last = values["loss"]
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps, so a resumed run logs the same window means."""
-        return {"sums": dict(self.sums), "count": self.count, "last": self.last}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Inverse of :meth:`state`."""
-        self.sums, self.count, self.last = dict(state["sums"]), state["count"], state["last"]
-
-    def reduce(self, accelerator: Accelerator) -> dict[str, float]:
-        """Means over the window, averaged over processes; then start a new window."""
-        keys = sorted(self.sums)
-        means = torch.tensor([self.sums[k] / self.count for k in keys], device=accelerator.device)
-        if accelerator.num_processes > 1:
-            means = accelerator.reduce(means, reduction="mean")
-        self.sums, self.count = {}, 0.0
-        return dict(zip(keys, means.tolist(), strict=True))

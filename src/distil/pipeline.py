@@ -28,8 +28,8 @@ from distil.methods import build_method
 from distil.teachers import PrecomputedTeacher
 from distil.teachers.base import Teacher
 from distil.train import Trainer
+from distil.train.accelerator import make_accelerator
 from distil.train.checkpoint import has_checkpoint, load_model_state
-from distil.train.trainer import make_accelerator
 
 log = logging.getLogger("distil")
 
