@@ -137,10 +137,16 @@ def bench(
     suite: Annotated[str, typer.Argument(help="benchmark suite: classic | overhead")],
     out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
     quick: Annotated[bool, typer.Option(help="a small version, to check the suite runs")] = False,
+    show: Annotated[
+        bool, typer.Option(help="print the table of the saved results; run nothing")
+    ] = False,
 ) -> None:
     """Run a benchmark suite; writes <out>/<suite>.json and a plot beside it."""
-    from distil.bench import run_suite
+    from distil.bench import load_results, run_suite, summary_table
 
+    if show:
+        print(summary_table(load_results(suite, out)))
+        return
     result = run_suite(suite, out, quick=quick)
     print(result.table)
     print(f"\nresults: {result.json_path}\nplot: {result.plot_path}")

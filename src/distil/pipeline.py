@@ -8,7 +8,6 @@ validation step, never the best test step), ``checkpoints/`` and ``report.html``
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,7 +28,8 @@ from distil.teachers import PrecomputedTeacher
 from distil.teachers.base import Teacher
 from distil.train import Trainer
 from distil.train.accelerator import make_accelerator
-from distil.train.checkpoint import has_checkpoint, load_model_state
+from distil.train.checkpoint import has_checkpoint, load_model_state, read_pointer
+from distil.train.state_io import write_json
 
 log = logging.getLogger("distil")
 
@@ -98,7 +98,7 @@ def run(
         metrics = final_metrics(config, data, student, teacher, run_dir, accelerator)
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["last"].update(step=result.steps, epoch=result.epochs_completed)
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        write_json(run_dir / "metrics.json", metrics)
         if config.output.report:
             from distil.report import write_report  # matplotlib only when a report is asked for
 
@@ -128,27 +128,24 @@ def final_metrics(
         for split in ("val", "test")
     }
 
-    def scores(model) -> dict[str, dict]:
+    def scores(model, with_reliability: bool = False) -> dict[str, dict]:
         return {
             split: evaluate_model(
                 model,
                 getattr(data, split),
                 reference_logits=references[split],
-                with_reliability=split == "test",
+                with_reliability=with_reliability and split == "test",
                 **options,
             )
             for split in ("val", "test")
         }
 
-    last = scores(student)
+    last = scores(student, with_reliability=True)
     reliability = last["test"].pop("reliability")
-    last["val"].pop("reliability", None)
     best_student = copy.deepcopy(student)
-    best_student.load_state_dict(load_model_state(run_dir / "checkpoints", "best"))  # same model
+    best_student.load_state_dict(load_model_state(run_dir / "checkpoints", "best"))
     best = scores(best_student)
-    for split in best.values():
-        split.pop("reliability", None)
-    best_pointer = json.loads((run_dir / "checkpoints" / "best.json").read_text())
+    best_pointer = read_pointer(run_dir / "checkpoints", "best")
     teacher_test = None
     if teacher is not None:
         teacher_test = classification_metrics(

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from distil.errors import DataError
 from distil.eval.aggregate import format_mean_std, mean_std
 from distil.registry import Registry
 
@@ -71,17 +72,35 @@ def run_suite(name: str, out: Path, *, quick: bool = False) -> SuiteResult:
     )
 
 
+def load_results(name: str, out: Path) -> list[Row]:
+    """The rows a previous run of suite ``name`` saved in ``out``."""
+    path = out / f"{name}.json"
+    try:
+        return json.loads(path.read_text())["rows"]
+    except FileNotFoundError:
+        raise DataError(f"{path}: no saved results; run `distil bench {name}` first") from None
+    except (json.JSONDecodeError, KeyError) as error:
+        raise DataError(f"{path}: not a distil benchmark results file ({error})") from None
+
+
 def summary_table(rows: list[Row]) -> str:
-    """Markdown: one line per (task, method, metric) with mean ± std over seeds."""
-    groups: dict[tuple[str, str, str], list[float]] = {}
+    """Markdown: one line per (task, method), one "mean ± std (over seeds)" column per metric."""
+    metrics = list(dict.fromkeys(row["metric"] for row in rows))
+    cells: dict[tuple[str, str], dict[str, list[float]]] = {}
     for row in rows:
-        groups.setdefault((row["task"], row["method"], row["metric"]), []).append(row["value"])
-    lines = ["| task | method | metric | value (mean ± std) | n |", "|:---|:---|:---|---:|---:|"]
-    for (task, method, metric), values in groups.items():
-        mean, std = mean_std(values)
-        lines.append(
-            f"| {task} | {method} | {metric} | {format_mean_std(mean, std)} | {len(values)} |"
+        cells.setdefault((row["task"], row["method"]), {}).setdefault(row["metric"], []).append(
+            row["value"]
         )
+    lines = [
+        "| task | method | n | " + " | ".join(metrics) + " |",
+        "|:---|:---|---:|" + "---:|" * len(metrics),
+    ]
+    for (task, method), by_metric in cells.items():
+        n = max(len(values) for values in by_metric.values())
+        shown = [
+            format_mean_std(*mean_std(by_metric[m])) if m in by_metric else "—" for m in metrics
+        ]
+        lines.append(f"| {task} | {method} | {n} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 

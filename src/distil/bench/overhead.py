@@ -74,6 +74,7 @@ def collect(quick: bool) -> list[Row]:
                         config=train_config,
                         output_dir=folder,
                         teacher=teacher,
+                        eval_teacher=live,
                         accelerator=accelerator,
                     )
                     started = time.perf_counter()
