@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from distil.errors import DataError
-from distil.eval.aggregate import format_mean_std, mean_std
+from distil.eval.aggregate import mean_std
 from distil.registry import Registry
 
 Row = dict[str, Any]
@@ -97,11 +97,15 @@ def summary_table(rows: list[Row]) -> str:
     ]
     for (task, method), by_metric in cells.items():
         n = max(len(values) for values in by_metric.values())
-        shown = [
-            format_mean_std(*mean_std(by_metric[m])) if m in by_metric else "—" for m in metrics
-        ]
+        shown = [_mean_std_text(by_metric[m]) if m in by_metric else "—" for m in metrics]
         lines.append(f"| {task} | {method} | {n} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_std_text(values: list[float]) -> str:
+    # Significant digits, not fixed decimals: step times are milliseconds, accuracies ~0.9.
+    mean, std = mean_std(values)
+    return f"{mean:.4g} ± {std:.2g}"
 
 
 def grouped(rows: list[Row], metric: str) -> dict[str, dict[str, tuple[float, float]]]:

@@ -2,16 +2,17 @@
 
 Three ways to train the same student on the same batches: ``supervised`` (no teacher),
 ``kd`` with a live teacher (a forward pass per step) and ``kd`` with the teacher's outputs
-precomputed once (a lookup per step). Per-step time is the difference between a long and a
-short run divided by the extra steps, which cancels set-up, evaluation and checkpoint
-costs; variants are interleaved and repeated so machine noise hits all of them alike.
-Rows: ``metric = step_time_ratio`` (vs supervised, per repetition) and ``step_seconds``.
+precomputed once (a lookup per step). The trainer times every optimizer step (data, teacher,
+forward, backward, update); a variant's step time is the median over a run after its first
+steps (warm-up). Variants are interleaved and repeated so machine noise hits all of them
+alike, and each repetition's ratios use that repetition's own supervised time.
+Rows: ``metric = step_time_ratio`` (vs supervised) and ``step_seconds``.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import statistics
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -28,11 +29,12 @@ from distil.train.accelerator import make_accelerator
 
 RECIPE = "kd-mnist"
 TASK = "mnist"
+WARMUP_STEPS = 10
 
 
 def collect(quick: bool) -> list[Row]:
     """Time each variant ``repeats`` times; return per-step seconds and ratios."""
-    short_steps, long_steps, repeats = (5, 15, 1) if quick else (20, 120, 5)
+    steps, repeats = (WARMUP_STEPS + 10, 1) if quick else (WARMUP_STEPS + 200, 5)
     config = load_config(RECIPE, ["train.progress=false"])
     data = load_data(config.data)
     accelerator = make_accelerator()
@@ -45,52 +47,28 @@ def collect(quick: bool) -> list[Row]:
             PrecomputedTeacher.from_teacher(live, data.train),
         ),
     }
+    train_config = config.train.model_copy(
+        update={"max_steps": steps, "eval_every": 10**9, "checkpoint_every": 10**9,
+                "log_every": 10**9, "balance_every": 0, "progress": False}
+    )  # fmt: skip
     rows: list[Row] = []
     logging.getLogger("distil").setLevel(logging.WARNING)
     with TemporaryDirectory(prefix="distil-overhead-") as scratch:
         for repeat in range(repeats):
             seconds = {}
             for name, (method, teacher) in variants.items():
-                durations = []
-                for steps in (short_steps, long_steps):
-                    set_seed(repeat)
-                    student = build_network(config.student, data)
-                    train_config = config.train.model_copy(
-                        update={
-                            "max_steps": steps,
-                            "eval_every": 10**9,
-                            "checkpoint_every": 10**9,
-                            "log_every": 10**9,
-                            "balance_every": 0,
-                            "progress": False,
-                        }
-                    )
-                    folder = Path(scratch) / f"{repeat}-{name}-{steps}"
-                    trainer = Trainer(
-                        student,
-                        method,
-                        train_data=data.train,
-                        val_data=data.val,
-                        config=train_config,
-                        output_dir=folder,
-                        teacher=teacher,
-                        eval_teacher=live,
-                        accelerator=accelerator,
-                    )
-                    started = time.perf_counter()
-                    trainer.fit()
-                    durations.append(time.perf_counter() - started)
-                seconds[name] = (durations[1] - durations[0]) / (long_steps - short_steps)
+                set_seed(repeat)
+                trainer = Trainer(
+                    build_network(config.student, data), method, train_data=data.train,
+                    val_data=data.val, config=train_config, teacher=teacher, eval_teacher=live,
+                    output_dir=Path(scratch) / f"{repeat}-{name}", accelerator=accelerator,
+                )  # fmt: skip
+                timed = trainer.fit().step_seconds[WARMUP_STEPS:]
+                seconds[name] = statistics.median(timed)
             for name, value in seconds.items():
-                base = {
-                    "suite": "overhead",
-                    "task": TASK,
-                    "method": name,
-                    "seed": repeat,
-                    "student": config.student.model,
-                    "teacher": config.teacher.model,
-                    "batch_size": config.train.batch_size,
-                }
+                base = {"suite": "overhead", "task": TASK, "method": name, "seed": repeat,
+                        "student": config.student.model, "teacher": config.teacher.model,
+                        "batch_size": config.train.batch_size, "timed_steps": steps - WARMUP_STEPS}  # fmt: skip
                 rows.append({**base, "metric": "step_seconds", "value": value})
                 rows.append(
                     {**base, "metric": "step_time_ratio", "value": value / seconds["supervised"]}

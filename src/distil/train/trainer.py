@@ -83,6 +83,7 @@ class TrainResult:
     best_val_metric: float | None
     seconds: float
     last_val: dict[str, float]
+    step_seconds: list[float]  # wall time of each optimizer step run in this call
 
 
 class Trainer:
@@ -163,6 +164,7 @@ class Trainer:
         val_teacher_logits = self._teacher_logits(self.val_data)
         start = time.perf_counter()
         last_val: dict[str, float] = {}
+        step_seconds: list[float] = []
         with ProgressBar(
             self.total_steps, self.output_dir.name, enabled=config.progress and acc.is_main_process
         ) as bar:
@@ -170,9 +172,11 @@ class Trainer:
             while state.step < self.total_steps:
                 epoch_batches = list(self.batches.epoch(state.epoch, skip=state.micro_batches_done))
                 for group in _groups(epoch_batches, config.grad_accum_steps):
+                    step_started = time.perf_counter()
                     loss = self._step(
                         model, optimizer, scheduler, group, state, window, metrics_log
                     )
+                    step_seconds.append(time.perf_counter() - step_started)
                     state.micro_batches_done += len(group)
                     epoch_done = state.micro_batches_done >= len(self.batches)
                     if epoch_done:
@@ -197,6 +201,7 @@ class Trainer:
             best_val_metric=state.best_metric,
             seconds=time.perf_counter() - start,
             last_val=last_val,
+            step_seconds=step_seconds,
         )
 
     # ------------------------------------------------------------------ one step
