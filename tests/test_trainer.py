@@ -180,3 +180,16 @@ def test_teacher_in_another_dtype_teaches_like_float32(tiny_recipe, digits, tmp_
         agreement[dtype] = run(config, data=digits).metrics["last"]["test"]["agreement"]
     assert agreement["bfloat16"] > 0.8
     assert agreement["bfloat16"] == pytest.approx(agreement["float32"], abs=0.05)
+
+
+def test_taid_schedule_advances_during_training_and_is_checkpointed(tiny_recipe, digits):
+    config = load_config(tiny_recipe, ["method={name: taid, t_start: 0.2, temperature: 2.0}",
+                                       "train.epochs=3"])  # fmt: skip
+    result = run(config, data=digits)
+    assert result.metrics["last"]["test"]["accuracy"] > 0.7
+    checkpoints = config.run_dir() / "checkpoints"
+    last = json.loads((checkpoints / "last.json").read_text())["dir"]
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoints / last / "method.safetensors"))
+    assert float(state["schedule.t"]) == pytest.approx(1.0)  # reached t_end at the last step

@@ -229,7 +229,8 @@ def format_validation_error(
         else:
             given = item.get("input")
             shown = "" if isinstance(given, dict | BaseModel) else f" (got {given!r})"
-            lines.append(f"{key}: {item['msg']}{shown}")
+            message = item["msg"].removeprefix("Value error, ")
+            lines.append(f"{key}: {message}{shown}")
     return "; ".join(lines)
 
 

@@ -21,9 +21,9 @@ def listing(kind: str) -> list[tuple[str, str]]:
 
         return [(name, _first_line(cls)) for name, cls in METHODS.items()]
     if kind == "losses":
-        from distil.losses import LOSSES
+        from distil.losses import LOSSES, kind_of
 
-        return [(name, _first_line(fn)) for name, fn in LOSSES.items()]
+        return [(name, f"[{kind_of(name)}] {_first_line(fn)}") for name, fn in LOSSES.items()]
     if kind == "models":
         from distil.models import MODELS
 

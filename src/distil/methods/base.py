@@ -68,6 +68,10 @@ class Method(nn.Module):
         """The loss on one batch. ``teacher`` is None only when ``needs_teacher`` is False."""
         raise NotImplementedError
 
+    def on_step_end(self, step: int, total_steps: int, loss: LossOutput) -> None:
+        """Called after optimizer step ``step`` (1-based) with that step's loss, identical on
+        every process; methods with a schedule (TAID) move it here. Default: nothing."""
+
 
 METHODS: Registry[type[Method]] = Registry("method")
 

@@ -210,6 +210,7 @@ class Trainer:
         acc, config = self.accelerator, self.config
         model.train()
         measure_balance = config.balance_every and state.step % config.balance_every == 0
+        micro_losses: list[LossOutput] = []
         for position, indices in enumerate(group):
             batch = move_batch(default_collate([self.train_data[i] for i in indices]), acc.device)
             teacher_outputs = None
@@ -225,12 +226,15 @@ class Trainer:
                     self._log_balance(loss, state, metrics_log)
                 acc.backward(loss.total / len(group))
             window.add(loss, len(group))
+            micro_losses.append(loss)
         if config.max_grad_norm is not None:
             acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         state.step += 1
+        if self._method_has_step_hook:
+            self.method.on_step_end(state.step, self.total_steps, self._step_loss(micro_losses))
         if state.step % config.log_every == 0 or state.step == self.total_steps:
             row = window.reduce(acc)
             metrics_log.write(
@@ -244,6 +248,23 @@ class Trainer:
             )
             return row["loss"]
         return window.last
+
+    @property
+    def _method_has_step_hook(self) -> bool:
+        return type(self.method).on_step_end is not Method.on_step_end
+
+    def _step_loss(self, micro_losses: list[LossOutput]) -> LossOutput:
+        """The step's loss parts: mean over micro-batches and processes, detached, so every
+        process's method hook sees the same numbers (a schedule must not drift per rank)."""
+        names = list(micro_losses[0].parts)
+        means = torch.stack(
+            [torch.stack([m.parts[n].detach().float() for m in micro_losses]).mean() for n in names]
+        )
+        if self.accelerator.num_processes > 1:
+            means = self.accelerator.reduce(means, reduction="mean")
+        parts = dict(zip(names, means, strict=True))
+        weights = micro_losses[0].weights
+        return LossOutput.combine({n: (weights[n], parts[n]) for n in names})
 
     def _log_balance(self, loss: LossOutput, state: TrainState, metrics_log: MetricsLog) -> None:
         shares = gradient_shares(loss, parameters_of(self.module))
