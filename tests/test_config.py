@@ -46,7 +46,10 @@ def test_method_settings_survive_the_round_trip_through_yaml(tiny_recipe):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("method.temprature=3", "method.temprature: unknown key; did you mean 'temperature'?"),
+        (
+            "method.temprature=3",
+            "method: unknown key 'temprature' for kd with divergence 'forward_kl'; did you mean 'temperature'?",
+        ),
         ("trian.lr=0.1", "trian: unknown key; did you mean 'train'?"),
         ("train.lerning_rate=0.1", "train.lerning_rate: unknown key"),
         ("train.lr=fast", "train.lr: Input should be a valid number"),
