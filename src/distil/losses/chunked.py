@@ -20,8 +20,8 @@ from torch import Tensor
 
 #: Inputs with at most this many logits take the plain autograd path.
 DIRECT_MAX_ELEMENTS = 1 << 22
-#: Logits per block on the chunked path (16 MiB of fp32 per block).
-CHUNK_ELEMENTS = 1 << 22
+#: Logits per block on the chunked path (4 MiB of fp32 per block).
+CHUNK_ELEMENTS = 1 << 20
 
 RowFunction = Callable[..., Tensor]
 
