@@ -18,16 +18,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 from distil import losses
 from distil.bench.harness import SUITES, Row, Suite, plot_grouped_bars
-from distil.config import load_config
-from distil.data import load_data
-from distil.pipeline import run
+from distil.bench.recipe_runs import recipe_rows
 
 TASKS = ("digits", "mnist", "mnist1d")
-METRICS = ("accuracy", "ece", "agreement", "nll")
 BATCH_LEVEL = {"sinkhorn", "dist"}  # compare whole batches; not run at LLM scale
 MEMORY_SHAPE = (512, 50_000)
 # glibc otherwise keeps freed blocks of a growing size in the heap, so the resident set would
@@ -36,29 +32,13 @@ EXACT_RSS = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def quality_rows(quick: bool) -> list[Row]:
-    """Train each task's student with every loss (and alone), ``seeds`` times."""
-    seeds = (0,) if quick else (0, 1, 2)
-    tasks = TASKS[:1] if quick else TASKS
-    quick_overrides = ["train.epochs=2", "teacher.pretrain.epochs=2"] if quick else []
+    """Train each task's student with every loss (and alone)."""
     variants = {"supervised": ["method={name: supervised}"]}
     variants |= {name: [f"method.divergence={name}"] for name in losses.LOSSES.names()}
-    rows: list[Row] = []
-    with TemporaryDirectory(prefix="distil-bench-losses-") as scratch:
-        for task in tasks:
-            recipe = f"kd-{task}"
-            data = load_data(load_config(recipe).data)
-            for method, overrides in variants.items():
-                for seed in seeds:
-                    config = load_config(recipe, quick_overrides + overrides + [
-                        f"train.seed={seed}", "train.progress=false", "output.report=false",
-                        "train.balance_every=0", f"output.dir={Path(scratch) / task / method / str(seed)}",
-                    ])  # fmt: skip
-                    test = run(config, data=data).metrics["last"]["test"]
-                    for metric in METRICS:
-                        if metric in test:
-                            rows.append({"suite": "losses", "task": task, "method": method,
-                                         "metric": metric, "value": test[metric], "seed": seed})  # fmt: skip
-    return rows
+    tasks = TASKS[:1] if quick else TASKS
+    return recipe_rows(
+        "losses", tasks, variants, quick=quick, extra_overrides=["train.balance_every=0"]
+    )
 
 
 def memory_rows(quick: bool) -> list[Row]:
