@@ -31,6 +31,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/distil bench classic
 	$(BIN)/distil bench overhead
+	$(BIN)/distil bench losses
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -11,7 +11,7 @@ import torch
 
 from distil.config import load_config
 from distil.data import load_data
-from distil.errors import CheckpointError
+from distil.errors import CheckpointError, ConfigError
 from distil.methods import build_method
 from distil.models import build_model
 from distil.pipeline import run
@@ -193,3 +193,11 @@ def test_taid_schedule_advances_during_training_and_is_checkpointed(tiny_recipe,
 
     state = load_file(str(checkpoints / last / "method.safetensors"))
     assert float(state["schedule.t"]) == pytest.approx(1.0)  # reached t_end at the last step
+
+
+def test_resume_refuses_a_changed_recipe(tiny_recipe, digits):
+    run(load_config(tiny_recipe, ["train.epochs=1"]), data=digits)
+    with pytest.raises(ConfigError, match=r"train.lr: 0.005 → 0.1"):
+        run(load_config(tiny_recipe, ["train.epochs=1", "train.lr=0.1"]), data=digits, resume=True)
+    # display settings may change
+    run(load_config(tiny_recipe, ["train.epochs=1", "train.progress=true"]), data=digits, resume=True)

@@ -134,7 +134,7 @@ def demo(
 @app.command()
 @_friendly_errors
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark suite: classic | overhead")],
+    suite: Annotated[str, typer.Argument(help="benchmark suite: classic | overhead | losses")],
     out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
     quick: Annotated[bool, typer.Option(help="a small version, to check the suite runs")] = False,
     show: Annotated[

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
@@ -60,6 +61,8 @@ def run(
             f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
             "choose another output.dir"
         )
+    if resume:
+        check_same_recipe(config, run_dir)
     data = data or load_data(config.data)
     teacher = build_teacher(config, data, accelerator)
     method = build_method(config.method)
@@ -105,6 +108,40 @@ def run(
             write_report([run_dir], run_dir / "report.html", title=config.name)
     accelerator.wait_for_everyone()
     return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+#: Settings that may change between a run and its resumption (they do not affect results).
+RESUMABLE_CHANGES = {"train.progress", "output.report"}
+
+
+def check_same_recipe(config: RunConfig, run_dir: Path) -> None:
+    """Refuse to resume a run with a recipe that differs from the one it started with."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.is_file():
+        return
+    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    current = _flatten(config.model_dump(mode="json"))
+    changed = sorted(
+        key for key in saved.keys() | current.keys()
+        if saved.get(key) != current.get(key) and key not in RESUMABLE_CHANGES
+    )  # fmt: skip
+    if changed:
+        shown = ", ".join(f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in changed[:5])
+        raise ConfigError(
+            f"--resume: the recipe differs from the one {run_dir} was started with ({shown}); "
+            "resume with the same settings or start a new output.dir"
+        )
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat |= _flatten(value, path + ".")
+        else:
+            flat[path] = value
+    return flat
 
 
 def final_metrics(

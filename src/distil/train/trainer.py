@@ -22,7 +22,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from distil.errors import CheckpointError
+from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.methods.base import LossOutput, Method
 from distil.outputs import ModelOutputs, call_model, move_batch
@@ -106,7 +106,7 @@ class Trainer:
         accelerator: Accelerator | None = None,
     ) -> None:
         if method.needs_teacher and teacher is None:
-            raise ValueError(f"method {method.name!r} needs a teacher; none was given")
+            raise ConfigError(f"method.name: {method.name!r} needs a teacher; none was given")
         self.config = config
         self.teacher = teacher
         # A precomputed teacher only knows the training samples; validation needs a live one.
@@ -125,8 +125,8 @@ class Trainer:
         world = self.accelerator.num_processes
         per_step = config.batch_size // config.grad_accum_steps
         if per_step % world:
-            raise ValueError(
-                f"train.batch_size={config.batch_size} / grad_accum_steps={config.grad_accum_steps} "
+            raise ConfigError(
+                f"train.batch_size: {config.batch_size} / grad_accum_steps={config.grad_accum_steps} "
                 f"= {per_step} samples per micro-step cannot be split over {world} processes"
             )
         self.batches = ShardedBatches(
