@@ -37,10 +37,13 @@ def test_overrides_are_coerced_to_the_field_types(tiny_recipe):
 
 
 def test_method_settings_survive_the_round_trip_through_yaml(tiny_recipe):
-    config = load_config(tiny_recipe, ["method.alpha=0.25"])
+    config = load_config(
+        tiny_recipe, ["method.alpha=0.25", "method.divergence=jsd", "method.beta=0.2"]
+    )
     again = parse_config(yaml.safe_load(config.to_yaml()))
     assert again == config
     assert again.method.alpha == 0.25
+    assert again.method.divergence_options() == {"beta": 0.2}
 
 
 @pytest.mark.parametrize(

@@ -200,4 +200,8 @@ def test_resume_refuses_a_changed_recipe(tiny_recipe, digits):
     with pytest.raises(ConfigError, match=r"train.lr: 0.005 → 0.1"):
         run(load_config(tiny_recipe, ["train.epochs=1", "train.lr=0.1"]), data=digits, resume=True)
     # display settings may change
-    run(load_config(tiny_recipe, ["train.epochs=1", "train.progress=true"]), data=digits, resume=True)
+    run(
+        load_config(tiny_recipe, ["train.epochs=1", "train.progress=true"]),
+        data=digits,
+        resume=True,
+    )

@@ -140,12 +140,16 @@ def bench(
     show: Annotated[
         bool, typer.Option(help="print the table of the saved results; run nothing")
     ] = False,
+    pivot: Annotated[
+        str | None, typer.Option(help="with --show: one metric as a methods × tasks table")
+    ] = None,
 ) -> None:
     """Run a benchmark suite; writes <out>/<suite>.json and a plot beside it."""
-    from distil.bench import load_results, run_suite, summary_table
+    from distil.bench import load_results, pivot_table, run_suite, summary_table
 
     if show:
-        print(summary_table(load_results(suite, out)))
+        rows = load_results(suite, out)
+        print(pivot_table(rows, pivot) if pivot else summary_table(rows))
         return
     result = run_suite(suite, out, quick=quick)
     print(result.table)

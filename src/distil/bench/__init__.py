@@ -1,6 +1,13 @@
 """Benchmarks as code: each suite writes ``benchmarks/results/<suite>.json`` and a plot."""
 
 from distil.bench import classic, losses, overhead  # noqa: F401  (registers the suites)
-from distil.bench.harness import SUITES, SuiteResult, load_results, run_suite, summary_table
+from distil.bench.harness import (
+    SUITES,
+    SuiteResult,
+    load_results,
+    pivot_table,
+    run_suite,
+    summary_table,
+)
 
-__all__ = ["SUITES", "SuiteResult", "load_results", "run_suite", "summary_table"]
+__all__ = ["SUITES", "SuiteResult", "load_results", "pivot_table", "run_suite", "summary_table"]

@@ -102,6 +102,21 @@ def summary_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pivot_table(rows: list[Row], metric: str) -> str:
+    """Markdown: one line per method, one "mean ± std" column per task, for one metric."""
+    data = grouped(rows, metric)
+    tasks = list(data)
+    methods = list(dict.fromkeys(m for per_task in data.values() for m in per_task))
+    lines = [f"| method | {' | '.join(tasks)} |", "|:---|" + "---:|" * len(tasks)]
+    for method in methods:
+        cells = [
+            f"{data[t][method][0]:.4g} ± {data[t][method][1]:.2g}" if method in data[t] else "—"
+            for t in tasks
+        ]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _mean_std_text(values: list[float]) -> str:
     # Significant digits, not fixed decimals: step times are milliseconds, accuracies ~0.9.
     mean, std = mean_std(values)

@@ -1,9 +1,11 @@
 """Peak memory of one loss's forward + backward on ``(B·T, V)`` logits, in a fresh process.
 
 Run as ``python -m distil.bench.loss_memory LOSS MODE ROWS VOCAB``; prints one JSON object.
-The peak resident set size is read before and after the loss, so the increase is the most
-the loss ever held at once beyond its inputs; it is reported as a multiple of one
-``(rows × vocab)`` float32 buffer. ``MODE`` is ``chunked`` (the library's default) or
+The process's current resident set is read just before the loss and its peak resident set
+just after, so the difference is the most the loss ever held at once beyond what was live
+when it started (inputs, library); it is reported as a multiple of one ``(rows × vocab)``
+float32 buffer. (Reading the peak before would hide the loss behind any earlier transient
+peak, such as the random-number generation of the inputs.) Linux only. ``MODE`` is ``chunked`` (the library's default) or
 ``naive`` (chunking disabled), so the two are measured the same way.
 """
 
@@ -24,6 +26,12 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def current_rss_bytes() -> int:
+    """The process's resident set size now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize()
+
+
 def measure(name: str, mode: str, rows: int, vocab: int) -> dict:
     """Peak extra memory of ``name``'s forward and backward, and one buffer's size."""
     torch.set_num_threads(1)
@@ -37,7 +45,7 @@ def measure(name: str, mode: str, rows: int, vocab: int) -> dict:
     # warm up the allocator and kernels on a small input so their one-off costs are excluded
     small = student[:2].detach().clone().requires_grad_()
     losses.get(name)(small, teacher[:2], **({"labels": labels[:2]} if extra else {})).backward()
-    before = peak_rss_bytes()
+    before = current_rss_bytes()
     losses.get(name)(student, teacher, **extra).backward()
     after = peak_rss_bytes()
     buffer = rows * vocab * 4

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distil.errors import ShapeError
+from distil.losses.chunked import rowwise
 from distil.losses.divergences import kl_rows
 from distil.losses.logits import Teacher, dense_rows, reduce_rows
 from distil.losses.registry import register_loss
@@ -48,21 +49,18 @@ def dkd(
     """
     student_rows, teacher_rows, row_mask = dense_rows(student_logits, teacher_logits, mask, "dkd")
     target = _labels_rows(labels, student_rows.shape[0], student_logits.shape[:-1]).clamp_min(0)
-    student_lp = F.log_softmax(student_rows / temperature, dim=-1)
-    teacher_lp = F.log_softmax(teacher_rows / temperature, dim=-1)
-    tckd = kl_rows(_binary_logprobs(teacher_lp, target), _binary_logprobs(student_lp, target))
-    drop_target = torch.zeros_like(student_rows, dtype=torch.bool).scatter(
-        -1, target[:, None], True
-    )
-    student_nt = F.log_softmax(
-        (student_rows / temperature).masked_fill(drop_target, float("-inf")), -1
-    )
-    teacher_nt = F.log_softmax(
-        (teacher_rows / temperature).masked_fill(drop_target, float("-inf")), -1
-    )
-    nckd = kl_rows(teacher_nt, student_nt)
-    per_row = (alpha * tckd + beta * nckd) * temperature**2
-    return reduce_rows(per_row, reduction, row_mask, student_logits.shape[:-1])
+
+    def per_row(student: Tensor, teacher: Tensor, target: Tensor) -> Tensor:
+        student_lp = F.log_softmax(student / temperature, dim=-1)
+        teacher_lp = F.log_softmax(teacher / temperature, dim=-1)
+        tckd = kl_rows(_binary_logprobs(teacher_lp, target), _binary_logprobs(student_lp, target))
+        drop = torch.zeros_like(student, dtype=torch.bool).scatter(-1, target[:, None], True)
+        student_nt = F.log_softmax((student / temperature).masked_fill(drop, float("-inf")), -1)
+        teacher_nt = F.log_softmax((teacher / temperature).masked_fill(drop, float("-inf")), -1)
+        return alpha * tckd + beta * kl_rows(teacher_nt, student_nt)
+
+    per_row_values = rowwise(per_row, (student_rows, teacher_rows, target)) * temperature**2
+    return reduce_rows(per_row_values, reduction, row_mask, student_logits.shape[:-1])
 
 
 def _pearson(a: Tensor, b: Tensor, dim: int) -> Tensor:
@@ -116,8 +114,12 @@ def logit_std_kd(
     student_rows, teacher_rows, row_mask = dense_rows(
         student_logits, teacher_logits, mask, "logit_std_kd"
     )
-    per_row = kl_rows(
-        F.log_softmax(standardize(teacher_rows) / temperature, dim=-1),
-        F.log_softmax(standardize(student_rows) / temperature, dim=-1),
-    )
-    return reduce_rows(per_row * temperature**2, reduction, row_mask, student_logits.shape[:-1])
+
+    def per_row(student: Tensor, teacher: Tensor) -> Tensor:
+        return kl_rows(
+            F.log_softmax(standardize(teacher) / temperature, dim=-1),
+            F.log_softmax(standardize(student) / temperature, dim=-1),
+        )
+
+    values = rowwise(per_row, (student_rows, teacher_rows)) * temperature**2
+    return reduce_rows(values, reduction, row_mask, student_logits.shape[:-1])

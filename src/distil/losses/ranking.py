@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from distil.errors import ShapeError
+from distil.losses.chunked import rowwise
 from distil.losses.logits import Teacher, dense_rows, reduce_rows
 from distil.losses.registry import register_loss
 
@@ -65,5 +66,10 @@ def pld(
     valid = flat_labels >= 0
     row_mask = valid if row_mask is None else row_mask & valid
     safe_labels = flat_labels.clamp_min(0)
-    per_row = plackett_luce_rows(student_rows, teacher_rows, safe_labels, temperature, top_k)
+    per_row = rowwise(
+        lambda student, teacher, target: plackett_luce_rows(
+            student, teacher, target, temperature, top_k
+        ),
+        (student_rows, teacher_rows, safe_labels),
+    )
     return reduce_rows(per_row * temperature**2, reduction, row_mask, student_logits.shape[:-1])
