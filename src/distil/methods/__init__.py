@@ -1,6 +1,6 @@
 """Distillation methods, one file each; importing this package registers them all."""
 
-from distil.methods import kd, pseudo_label, supervised, taid  # noqa: F401  (registration)
+from distil.methods import kd, pseudo_label, supervised, taid, tgeo  # noqa: F401  (registration)
 from distil.methods.base import (
     METHODS,
     LossOutput,

@@ -57,6 +57,10 @@ class Method(nn.Module):
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
     needs_teacher: ClassVar[bool] = True
+    #: Share of the training split kept aside for the method's own outer objective (bilevel
+    #: methods such as TGeo-KD). The student never trains on it; the trainer puts one batch
+    #: of it in ``batch["holdout"]`` at every step.
+    holdout_fraction: float = 0.0
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
@@ -67,6 +71,11 @@ class Method(nn.Module):
     ) -> LossOutput:
         """The loss on one batch. ``teacher`` is None only when ``needs_teacher`` is False."""
         raise NotImplementedError
+
+    def attach_student(self, student: nn.Module) -> None:
+        """Called once by the trainer. Methods that must run the student themselves (on a
+        held-out batch, for a meta-gradient) keep a reference; it is not a submodule, so the
+        student's weights are not duplicated in the method's state. Default: nothing."""
 
     def on_step_end(self, step: int, total_steps: int, loss: LossOutput) -> None:
         """Called after optimizer step ``step`` (1-based) with that step's loss, identical on

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset, Subset, default_collate
 
 from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
@@ -51,6 +51,7 @@ class StudentWithMethod(nn.Module):
         super().__init__()
         self.student = student
         self.method = method
+        method.attach_student(student)
 
     def forward(
         self, batch: dict[str, Any], teacher: ModelOutputs | None
@@ -112,7 +113,9 @@ class Trainer:
         # A precomputed teacher only knows the training samples; validation needs a live one.
         self.eval_teacher = eval_teacher or teacher
         self.method = method
-        self.train_data = train_data
+        self.train_data, self.holdout_data = split_holdout(
+            train_data, method.holdout_fraction, config.seed
+        )
         self.val_data = val_data
         self.output_dir = Path(output_dir)
         self.select_metric = select_metric
@@ -130,7 +133,7 @@ class Trainer:
                 f"= {per_step} samples per micro-step cannot be split over {world} processes"
             )
         self.batches = ShardedBatches(
-            len(train_data),
+            len(self.train_data),
             per_step // world,
             seed=config.seed,
             rank=self.accelerator.process_index,
@@ -212,7 +215,10 @@ class Trainer:
         measure_balance = config.balance_every and state.step % config.balance_every == 0
         micro_losses: list[LossOutput] = []
         for position, indices in enumerate(group):
-            batch = move_batch(default_collate([self.train_data[i] for i in indices]), acc.device)
+            batch = default_collate([self.train_data[i] for i in indices])
+            if self.holdout_data is not None:
+                batch["holdout"] = self._holdout_batch(state.step, position, len(indices))
+            batch = move_batch(batch, acc.device)
             teacher_outputs = None
             if self.method.needs_teacher:
                 teacher_outputs = self.teacher.signal(batch).to(acc.device)
@@ -248,6 +254,15 @@ class Trainer:
             )
             return row["loss"]
         return window.last
+
+    def _holdout_batch(self, step: int, position: int, size: int) -> dict:
+        """A batch of held-out samples, drawn from (seed, step, micro-batch) alone so that a
+        resumed run draws the same ones."""
+        generator = torch.Generator().manual_seed(
+            (self.config.seed * 1_000_003 + step) * 1_009 + position
+        )
+        picks = torch.randint(len(self.holdout_data), (size,), generator=generator)
+        return default_collate([self.holdout_data[int(i)] for i in picks])
 
     @property
     def _method_has_step_hook(self) -> bool:
@@ -399,6 +414,19 @@ class Trainer:
                 parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
             )
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(train, holdout) with ``fraction`` of the samples held out, chosen by ``seed``.
+
+    ``Subset`` keeps each sample's original ``index``, so outputs precomputed on the whole
+    split still line up.
+    """
+    if fraction <= 0:
+        return dataset, None
+    count = max(1, round(len(dataset) * fraction))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + 7919))
+    return Subset(dataset, order[count:].tolist()), Subset(dataset, order[:count].tolist())
 
 
 def _groups(batches: list[list[int]], size: int) -> list[list[list[int]]]:
