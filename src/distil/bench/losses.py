@@ -1,7 +1,8 @@
 """``losses``: every catalogue loss as KD's divergence, and their memory at LLM vocabularies.
 
 Quality: the ``kd`` recipe of each classic task with ``method.divergence`` swapped for every
-registered loss (same T, α, student, teacher, schedule), 3 seeds, next to ``supervised``.
+registered loss (same T, α, student, teacher, schedule), 3 seeds, next to ``supervised``,
+and the methods ``taid``, ``tgeo`` and ``pseudo_label`` on the same recipes.
 Rows ``method = <loss>`` with the last-step test metrics. One shared setting is a drop-in
 comparison, not each paper's tuned recipe: read a loss that loses here as "not a free
 replacement for forward KL", not as "worse".
@@ -24,7 +25,13 @@ from distil.bench.harness import SUITES, Row, Suite, plot_grouped_bars
 from distil.bench.recipe_runs import recipe_rows
 
 TASKS = ("digits", "mnist", "mnist1d")
-BATCH_LEVEL = {"sinkhorn", "dist"}  # compare whole batches; not run at LLM scale
+BATCH_LEVEL = {"sinkhorn", "dist"}
+#: Methods of the catalogue issue that are not a divergence swap, at the same T (and α).
+METHOD_VARIANTS = {
+    "taid": ["method={name: taid, temperature: 4.0, alpha: 0.9}"],
+    "tgeo": ["method={name: tgeo, temperature: 4.0}"],
+    "pseudo_label": ["method={name: pseudo_label, alpha: 0.9}"],
+}  # compare whole batches; not run at LLM scale
 MEMORY_SHAPE = (512, 50_000)
 # glibc otherwise keeps freed blocks of a growing size in the heap, so the resident set would
 # count memory the loss had already released; a fixed mmap threshold returns every block.
@@ -35,6 +42,7 @@ def quality_rows(quick: bool) -> list[Row]:
     """Train each task's student with every loss (and alone)."""
     variants = {"supervised": ["method={name: supervised}"]}
     variants |= {name: [f"method.divergence={name}"] for name in losses.LOSSES.names()}
+    variants |= METHOD_VARIANTS
     tasks = TASKS[:1] if quick else TASKS
     return recipe_rows(
         "losses", tasks, variants, quick=quick, extra_overrides=["train.balance_every=0"]
