@@ -48,7 +48,11 @@ def dkd(
     Reference: Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022 (α = 1, β = 8).
     """
     student_rows, teacher_rows, row_mask = dense_rows(student_logits, teacher_logits, mask, "dkd")
-    target = _labels_rows(labels, student_rows.shape[0], student_logits.shape[:-1]).clamp_min(0)
+    flat_labels = _labels_rows(labels, student_rows.shape[0], student_logits.shape[:-1])
+    # ignore_index-style labels (e.g. −100 on padding) drop their rows
+    valid = flat_labels >= 0
+    row_mask = valid if row_mask is None else row_mask & valid
+    target = flat_labels.clamp_min(0)
 
     def per_row(student: Tensor, teacher: Tensor, target: Tensor) -> Tensor:
         student_lp = F.log_softmax(student / temperature, dim=-1)
