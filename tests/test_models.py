@@ -21,6 +21,7 @@ FITTING_SHAPES: dict[str, list[tuple[int, ...]]] = {
     "mlp": [(1, 8, 8), (1, 40), (7,)],
     "cnn": [(1, 8, 8), (1, 28, 28), (1, 40)],
     **{name: [(1, 8, 8)] for name in MODELS.names() if name.startswith(("resnet", "wrn"))},
+    **{name: [(1, 28, 28)] for name in ("vit_tiny", "mixer_tiny", "mobilenet_tiny")},
 }
 LOCAL_ONLY_MODELS = {"hf_sequence_classifier"}  # needs a saved checkpoint; tested below
 

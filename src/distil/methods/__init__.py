@@ -1,6 +1,15 @@
 """Distillation methods, one file each; importing this package registers them all."""
 
-from distil.methods import kd, pseudo_label, supervised, taid, tgeo  # noqa: F401  (registration)
+from distil.methods import (  # noqa: F401  (registration)
+    attention,
+    fitnet,
+    kd,
+    pseudo_label,
+    rkd,
+    supervised,
+    taid,
+    tgeo,
+)
 from distil.methods.base import (
     METHODS,
     LossOutput,

@@ -72,6 +72,20 @@ class Method(nn.Module):
         """The loss on one batch. ``teacher`` is None only when ``needs_teacher`` is False."""
         raise NotImplementedError
 
+    def feature_layers(self) -> tuple[list[str], list[str]]:
+        """(student layers, teacher layers) whose outputs the method reads, by module path.
+
+        The trainer taps them (``ModelOutputs.features``) and calls :meth:`setup` with their
+        shapes before training. Default: none (the method reads logits only).
+        """
+        return [], []
+
+    def setup(
+        self, student_shapes: dict[str, tuple[int, ...]], teacher_shapes: dict[str, tuple[int, ...]]
+    ) -> None:
+        """Build what depends on feature shapes (projectors), once, before the optimizer
+        exists. Shapes are per sample (no batch dimension). Default: nothing."""
+
     def attach_student(self, student: nn.Module) -> None:
         """Called once by the trainer. Methods that must run the student themselves (on a
         held-out batch, for a meta-gradient) keep a reference; it is not a submodule, so the

@@ -32,3 +32,8 @@ class Teacher(Protocol):
     def signal(self, batch: dict[str, Any]) -> ModelOutputs:
         """The teacher's outputs on ``batch`` (no gradients), on ``self.device``."""
         ...
+
+    def capture(self, layers: list[str]) -> None:
+        """Return these intermediate layers' outputs in ``features`` from now on (or refuse
+        with a ``ConfigError`` when the teacher cannot)."""
+        ...

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.models.taps import FeatureTaps
 from distil.outputs import ModelOutputs, call_model, move_batch
 
 
@@ -28,9 +29,18 @@ class ModuleTeacher:
         self.module = module.to(device=self.device, dtype=dtype).eval()
         for parameter in self.module.parameters():
             parameter.requires_grad_(False)
+        self.taps: FeatureTaps | None = None
+
+    def capture(self, layers: list[str]) -> None:
+        """Also return the outputs of these layers (by module path) in ``features``."""
+        if self.taps is not None:
+            self.taps.remove()
+        self.taps = FeatureTaps(self.module, layers, owner="teacher") if layers else None
 
     @torch.no_grad()
     def signal(self, batch: dict[str, Any]) -> ModelOutputs:
-        """Teacher logits for ``batch``, computed on the teacher's device in its dtype."""
+        """Teacher logits (and captured features) for ``batch``, on its device in its dtype."""
         inputs = move_batch({"inputs": batch["inputs"]}, self.device, self.dtype)["inputs"]
-        return ModelOutputs(logits=call_model(self.module, inputs))
+        logits = call_model(self.module, inputs)
+        features = self.taps.pop() if self.taps is not None else {}
+        return ModelOutputs(logits=logits, features=features)

@@ -18,7 +18,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from distil.data.datasets import in_order
-from distil.errors import DataError
+from distil.errors import ConfigError, DataError
 from distil.outputs import ModelOutputs
 from distil.teachers.base import Teacher
 
@@ -48,6 +48,14 @@ class PrecomputedTeacher:
             logits.append(teacher.signal(batch).logits.float().cpu())
             checksums.append(input_checksums(batch["inputs"]).cpu())
         return cls(torch.cat(logits), torch.cat(checksums))
+
+    def capture(self, layers: list[str]) -> None:
+        """Precomputed outputs are logits only; feature methods need a live teacher."""
+        if layers:
+            raise ConfigError(
+                "teacher.precompute: stored teacher outputs hold logits only, and this method "
+                f"reads teacher features {layers}; set teacher.precompute=false"
+            )
 
     def signal(self, batch: dict[str, Any]) -> ModelOutputs:
         """The stored logits of the batch's samples."""

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.methods.base import LossOutput, Method
+from distil.models.taps import FeatureTaps, discover_shapes
 from distil.outputs import ModelOutputs, call_model, move_batch
 from distil.teachers.base import Teacher
 from distil.train import checkpoint
@@ -52,11 +53,17 @@ class StudentWithMethod(nn.Module):
         self.student = student
         self.method = method
         method.attach_student(student)
+        student_layers, _ = method.feature_layers()
+        self.taps = (
+            FeatureTaps(student, student_layers, owner="student") if student_layers else None
+        )
 
     def forward(
         self, batch: dict[str, Any], teacher: ModelOutputs | None
     ) -> tuple[ModelOutputs, LossOutput]:
-        student_outputs = ModelOutputs(logits=call_model(self.student, batch["inputs"]))
+        logits = call_model(self.student, batch["inputs"])
+        features = self.taps.pop() if self.taps is not None else {}
+        student_outputs = ModelOutputs(logits=logits, features=features)
         return student_outputs, self.method.loss(student_outputs, teacher, batch)
 
 
@@ -122,6 +129,7 @@ class Trainer:
         self.ece_bins = ece_bins
         self.eval_batch_size = eval_batch_size
         self.accelerator = accelerator or make_accelerator(config.mixed_precision)
+        self._setup_features(student, method, teacher)
         self.module = StudentWithMethod(student, method)
         self.checkpoints = self.output_dir / "checkpoints"
 
@@ -141,6 +149,21 @@ class Trainer:
         )
         self.steps_per_epoch = math.ceil(len(self.batches) / config.grad_accum_steps)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
+
+    def _setup_features(self, student: nn.Module, method: Method, teacher: Teacher | None) -> None:
+        """Tap the layers a feature method reads and let it size its projectors."""
+        student_layers, teacher_layers = method.feature_layers()
+        if not student_layers and not teacher_layers:
+            return
+        if teacher_layers:
+            teacher.capture(teacher_layers)
+        sample = default_collate([self.train_data[i] for i in range(min(2, len(self.train_data)))])
+        student_shapes = discover_shapes(student, sample["inputs"], student_layers)
+        teacher_shapes = {}
+        if teacher_layers:
+            features = teacher.signal(sample).features
+            teacher_shapes = {name: tuple(value.shape[1:]) for name, value in features.items()}
+        method.setup(student_shapes, teacher_shapes)
 
     # ------------------------------------------------------------------ public API
 

@@ -1,0 +1,176 @@
+"""Feature taps, projectors, feature/relation losses and the methods that use them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from distil.config import load_config
+from distil.data import load_data
+from distil.errors import ConfigError, ShapeError
+from distil.losses.features import (
+    attention_map,
+    attention_transfer_loss,
+    hint_loss,
+    rkd_angle_loss,
+    rkd_distance_loss,
+)
+from distil.models import build_model
+from distil.models.projectors import build_projector
+from distil.models.taps import FeatureTaps, discover_shapes
+from distil.pipeline import run
+
+
+def small_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("cnn", input_shape=(1, 8, 8), num_classes=3, channels=[4, 6], hidden=8)
+
+
+def test_taps_capture_shapes_and_detach_cleanly():
+    model = small_cnn()
+    inputs = torch.randn(5, 1, 8, 8)
+    before = model(inputs)
+    taps = FeatureTaps(model, ["features.3", "head.1"])
+    after = model(inputs)
+    captured = taps.pop()
+    assert captured["features.3"].shape == (5, 4, 4, 4) and captured["head.1"].shape == (5, 8)
+    torch.testing.assert_close(before, after)  # tapping changes nothing
+    taps.remove()
+    model(inputs)
+    assert taps.latest == {} and not any(m._forward_hooks for m in model.modules())
+    assert discover_shapes(model, inputs, ["features.7", "head.4"]) == {
+        "features.7": (6, 2, 2),
+        "head.4": (3,),
+    }
+
+
+def test_tap_keeps_the_value_before_an_in_place_relu():
+    model = small_cnn()  # BatchNorm (features.1) is followed by ReLU(inplace=True)
+    with FeatureTaps(model, ["features.1"]) as taps:
+        model(torch.randn(4, 1, 8, 8))
+        bn_output = taps.pop()["features.1"]
+    assert (bn_output < 0).any()  # not overwritten by the ReLU
+
+
+def test_a_wrong_layer_name_lists_the_valid_ones():
+    with pytest.raises(
+        ConfigError,
+        match=r"no layer 'featurs.3'.*did you mean 'features.3'.*valid layers: features, features.0",
+    ):
+        FeatureTaps(small_cnn(), ["featurs.3"], owner="student")
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher", "layouts"),
+    [
+        ((64,), (128,), ("auto", "auto")),
+        ((32, 7, 7), (64, 14, 14), ("auto", "auto")),
+        ((64, 14, 14), (32, 7, 7), ("auto", "auto")),
+        ((49, 96), (64, 7, 7), ("auto", "auto")),  # ViT tokens → CNN map
+        ((64, 7, 7), (16, 96), ("auto", "auto")),  # CNN map → ViT tokens
+        ((16, 96), (49, 32), ("auto", "auto")),
+        ((32, 7, 7), (10,), ("auto", "auto")),
+        ((32, 40), (64, 10), ("map", "map")),  # 1-D conv maps
+    ],
+)
+def test_projectors_are_sized_automatically(student, teacher, layouts):
+    projector = build_projector(
+        student, teacher, student_layout=layouts[0], teacher_layout=layouts[1]
+    )
+    out = projector(torch.randn(3, *student))
+    assert tuple(out.shape[1:]) == teacher
+    out.sum().backward()  # trainable end to end
+
+
+@pytest.mark.parametrize(
+    ("student", "teacher"), [((64,), (32, 7, 7)), ((50, 8), (8, 7, 7)), ((8, 7, 7), (8, 12))]
+)
+def test_projector_mismatch_names_both_shapes(student, teacher):
+    with pytest.raises(ShapeError, match=rf"{student[0]}.*{teacher[0]}"):
+        layouts = {"teacher_layout": "map"} if len(teacher) == 2 else {}
+        build_projector(student, teacher, **layouts)
+
+
+def test_hint_and_attention_losses_by_hand():
+    s = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    t = torch.tensor([[1.0, 0.0], [3.0, 6.0]])
+    assert float(hint_loss(s, t)) == pytest.approx((0 + 4 + 0 + 4) / 4)
+    # a (1, 2, 1, 2) map: channels [[3, 4]] and [[0, 0]] → energy mean over channels (4.5, 8)
+    feature = torch.tensor([[[[3.0, 4.0]], [[0.0, 0.0]]]])
+    expected = np.array([4.5, 8.0]) / np.linalg.norm([4.5, 8.0])
+    np.testing.assert_allclose(attention_map(feature).numpy()[0], expected, rtol=1e-6)
+    a, b = torch.tensor([[0.6, 0.8]]), torch.tensor([[1.0, 0.0]])
+    assert float(attention_transfer_loss(a, b)) == pytest.approx((0.4**2 + 0.8**2) / 2)
+
+
+def test_rkd_losses_by_hand_and_invariances():
+    square = torch.tensor([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    # scaling and rotating the teacher changes no relation: zero loss
+    rotation = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    teacher = 3.0 * square @ rotation.T
+    assert float(rkd_distance_loss(square, teacher)) == pytest.approx(0.0, abs=1e-6)
+    assert float(rkd_angle_loss(square, teacher)) == pytest.approx(0.0, abs=1e-6)
+    # distance-wise by hand: pairs of the unit square have lengths 1 (×8) and √2 (×4)
+    line = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+
+    def normalised(x):
+        d = torch.cdist(x, x)
+        off = ~torch.eye(4, dtype=torch.bool)
+        return d[off] / d[off].mean()
+
+    expected = torch.nn.functional.smooth_l1_loss(normalised(square), normalised(line))
+    assert float(rkd_distance_loss(square, line)) == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_data(load_config("kd-digits").data)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "{name: fitnet, student_layer: layers.2, teacher_layer: head.2}",
+        "{name: rkd, student_layer: layers.2, teacher_layer: head.2}",
+    ],
+)
+def test_feature_methods_train_with_an_mlp_student(tiny_recipe, digits, method):
+    config = load_config(tiny_recipe, [f"method={method}", "train.epochs=3"])
+    result = run(config, data=digits)
+    assert result.metrics["last"]["test"]["accuracy"] > 0.7
+    rows = [
+        json.loads(line) for line in (config.run_dir() / "metrics.jsonl").read_text().splitlines()
+    ]
+    train = [r for r in rows if r["kind"] == "train"]
+    part = "loss/hint" if "fitnet" in method else "loss/distance"
+    assert train[-1][part] < train[0][part]  # the feature term is being minimised
+
+
+def test_attention_transfer_between_different_widths(tiny_recipe, digits):
+    config = load_config(tiny_recipe, [
+        "student={model: cnn, options: {channels: [4, 8], hidden: 16}}",
+        "method={name: at, student_layers: [features.3], teacher_layers: [features.3], beta: 100}",
+        "train.epochs=3",
+    ])  # fmt: skip
+    assert run(config, data=digits).metrics["last"]["test"]["accuracy"] > 0.6
+
+
+def test_feature_methods_refuse_a_precomputed_teacher(tiny_recipe, digits):
+    config = load_config(tiny_recipe, [
+        "method={name: fitnet, student_layer: layers.2, teacher_layer: head.2}",
+        "teacher.precompute=true",
+    ])  # fmt: skip
+    with pytest.raises(ConfigError, match="teacher.precompute"):
+        run(config, data=digits)
+
+
+def test_a_wrong_teacher_layer_fails_before_training(tiny_recipe, digits):
+    config = load_config(
+        tiny_recipe, ["method={name: fitnet, student_layer: layers.2, teacher_layer: head.22}"]
+    )
+    with pytest.raises(ConfigError, match="teacher: no layer 'head.22'"):
+        run(config, data=digits)
