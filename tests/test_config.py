@@ -57,7 +57,7 @@ def test_method_settings_survive_the_round_trip_through_yaml(tiny_recipe):
         ("train.lerning_rate=0.1", "train.lerning_rate: unknown key"),
         ("train.lr=fast", "train.lr: Input should be a valid number"),
         ("train.epochs=0", "train.epochs: Input should be greater than or equal to 1"),
-        ("method.name=kdd", "method.name: unknown method 'kdd'; did you mean 'kd'?"),
+        ("method.name=kdd", "method.name: unknown method 'kdd'; did you mean 'kd'"),
         ("data.val_fraktion=0.2", "data.val_fraktion: unknown key; did you mean 'val_fraction'"),
         ("teacher.pretrain.epoch=3", "teacher.pretrain.epoch: unknown key; did you mean 'epochs'?"),
     ],
