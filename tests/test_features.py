@@ -174,3 +174,59 @@ def test_a_wrong_teacher_layer_fails_before_training(tiny_recipe, digits):
     )
     with pytest.raises(ConfigError, match="teacher: no layer 'head.22'"):
         run(config, data=digits)
+
+
+def test_ofa_loss_weights_by_hand():
+    from scipy.special import log_softmax, softmax
+
+    from distil import losses
+
+    student = torch.tensor([[1.0, 0.0, -1.0], [0.5, 0.2, 0.1]], dtype=torch.float64)
+    teacher = torch.tensor([[2.0, 1.0, 0.0], [0.0, 3.0, 0.0]], dtype=torch.float64)
+    labels = torch.tensor([0, 2])
+    p, log_q = softmax(teacher.numpy(), 1), log_softmax(student.numpy(), 1)
+    one_hot = np.eye(3)[labels.numpy()]
+    for eps in (1.0, 1.5):
+        weights = (p + one_hot) ** eps - one_hot
+        expected = -(weights * log_q).sum(1).mean()
+        assert float(losses.get("ofa")(student, teacher, labels=labels, eps=eps)) == pytest.approx(
+            expected, rel=1e-12
+        )
+    # ε = 1 is the cross-entropy against the teacher's distribution
+    ce = -(p * log_q).sum(1).mean()
+    assert float(losses.get("ofa")(student, teacher, labels=labels)) == pytest.approx(ce, rel=1e-12)
+
+
+def test_nd_loss_by_hand():
+    from distil.methods.nd import nd_loss
+
+    centres = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    student = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    teacher = torch.tensor([[1.0, 0.0], [0.0, 4.0]])
+    labels = torch.tensor([0, 1])
+    # sample 0: ⟨s, (1, 0)⟩ = 3, max(‖s‖=5, ‖t‖=1) = 5 → 1 − 0.6; sample 1: 2 / max(2, 4) → 0.5
+    assert float(nd_loss(student, teacher, centres, labels)) == pytest.approx((0.4 + 0.5) / 2)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "{name: ofa, branch_layers: [layers.2], eps: 1.5}",
+        "{name: nd, student_layer: layers.2, teacher_layer: head.2}",
+    ],
+)
+def test_logit_space_and_centre_methods_train(tiny_recipe, digits, method):
+    config = load_config(tiny_recipe, [f"method={method}", "train.epochs=3"])
+    result = run(config, data=digits)
+    assert result.metrics["last"]["test"]["accuracy"] > 0.7
+    from safetensors.torch import load_file
+
+    checkpoints = config.run_dir() / "checkpoints"
+    last = json.loads((checkpoints / "last.json").read_text())["dir"]
+    state = load_file(str(checkpoints / last / "method.safetensors"))
+    if "ofa" in method:
+        assert any(
+            key.startswith("heads.layers__2") for key in state
+        )  # the branch head is trained and saved
+    else:
+        assert float(state["centre_counts"].sum()) > 0  # class centres accumulated and saved

@@ -22,7 +22,7 @@ from distil.losses import TopK, chunked
 ALL = losses.LOSSES.names()
 DIVERGENCES = [n for n in ALL if losses.kind_of(n) == "divergence"]
 BATCH_LEVEL = {"sinkhorn", "dist"}  # compare whole batches: no per-row values
-DENSE_ONLY = {"sinkhorn", "dist", "dkd", "logit_std_kd", "pld"}
+DENSE_ONLY = {"sinkhorn", "dist", "dkd", "logit_std_kd", "pld", "ofa"}
 
 
 def logits(*shape: int, scale: float = 3.0, seed: int = 0) -> torch.Tensor:

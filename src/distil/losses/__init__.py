@@ -6,7 +6,7 @@
 package holds state, builds modules or does I/O.
 """
 
-from distil.losses import adaptive, divergences, logit_kd, ranking, transport  # noqa: F401
+from distil.losses import adaptive, divergences, logit_kd, ofa, ranking, transport  # noqa: F401
 from distil.losses.adaptive import akl, bdkd
 from distil.losses.divergences import (
     ab_div,

@@ -4,6 +4,8 @@ from distil.methods import (  # noqa: F401  (registration)
     attention,
     fitnet,
     kd,
+    nd,
+    ofa_kd,
     pseudo_label,
     rkd,
     supervised,

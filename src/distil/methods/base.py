@@ -81,10 +81,14 @@ class Method(nn.Module):
         return [], []
 
     def setup(
-        self, student_shapes: dict[str, tuple[int, ...]], teacher_shapes: dict[str, tuple[int, ...]]
+        self,
+        student_shapes: dict[str, tuple[int, ...]],
+        teacher_shapes: dict[str, tuple[int, ...]],
+        num_classes: int,
     ) -> None:
-        """Build what depends on feature shapes (projectors), once, before the optimizer
-        exists. Shapes are per sample (no batch dimension). Default: nothing."""
+        """Build what depends on feature shapes or the class count (projectors, heads,
+        class-centre buffers), once, before the optimizer exists. Shapes are per sample (no
+        batch dimension). Default: nothing."""
 
     def attach_student(self, student: nn.Module) -> None:
         """Called once by the trainer. Methods that must run the student themselves (on a

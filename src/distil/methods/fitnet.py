@@ -45,7 +45,7 @@ class FitNet(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, student_shapes: dict, teacher_shapes: dict) -> None:
+    def setup(self, student_shapes: dict, teacher_shapes: dict, num_classes: int) -> None:
         config = self.config
         self.regressor = build_projector(
             student_shapes[config.student_layer], teacher_shapes[config.teacher_layer],

@@ -159,11 +159,14 @@ class Trainer:
             teacher.capture(teacher_layers)
         sample = default_collate([self.train_data[i] for i in range(min(2, len(self.train_data)))])
         student_shapes = discover_shapes(student, sample["inputs"], student_layers)
+        with torch.no_grad():
+            num_classes = call_model(student.eval(), sample["inputs"]).shape[-1]
+        student.train()
         teacher_shapes = {}
         if teacher_layers:
             features = teacher.signal(sample).features
             teacher_shapes = {name: tuple(value.shape[1:]) for name, value in features.items()}
-        method.setup(student_shapes, teacher_shapes)
+        method.setup(student_shapes, teacher_shapes, num_classes)
 
     # ------------------------------------------------------------------ public API
 
