@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/distil bench classic
 	$(BIN)/distil bench overhead
 	$(BIN)/distil bench losses
+	$(BIN)/distil bench diswot
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -133,8 +133,37 @@ def demo(
 
 @app.command()
 @_friendly_errors
+def search(
+    recipe: Annotated[
+        str, typer.Argument(help="recipe with a teacher and a search.candidates list")
+    ],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides")
+    ] = None,
+) -> None:
+    """Rank candidate students for the recipe's teacher without training (DisWOT)."""
+    from distil.config import load_config
+    from distil.data import load_data
+    from distil.errors import ConfigError
+    from distil.search import rank_candidates
+
+    config = load_config(recipe, overrides or [])
+    if config.search is None or config.teacher is None:
+        raise ConfigError("search: the recipe needs a teacher section and search.candidates")
+    ranked = rank_candidates(config, load_data(config.data))
+    print("| rank | candidate | parameters | DisWOT score |\n|---:|:---|---:|---:|")
+    for position, candidate in enumerate(ranked, start=1):
+        print(
+            f"| {position} | {candidate.label} | {candidate.parameters:,} | {candidate.score:.4f} |"
+        )
+
+
+@app.command()
+@_friendly_errors
 def bench(
-    suite: Annotated[str, typer.Argument(help="benchmark suite: classic | overhead | losses")],
+    suite: Annotated[
+        str, typer.Argument(help="benchmark suite: classic | overhead | losses | diswot")
+    ],
     out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
     quick: Annotated[bool, typer.Option(help="a small version, to check the suite runs")] = False,
     show: Annotated[

@@ -92,6 +92,20 @@ class OutputConfig(BaseModel):
     report: bool = Field(True, description="write report.html")
 
 
+class SearchConfig(BaseModel):
+    """Candidate students for ``distil search`` (ranked against the recipe's teacher)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[StudentConfig] = Field(
+        min_length=2, description="student architectures to rank"
+    )
+    batches: int = Field(1, ge=1, description="batches scored per initialisation")
+    batch_size: int = Field(64, ge=2)
+    repeats: int = Field(5, ge=1, description="random initialisations averaged")
+    seed: int = 0
+
+
 class RunConfig(BaseModel):
     """A whole run."""
 
@@ -105,6 +119,7 @@ class RunConfig(BaseModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    search: SearchConfig | None = None
 
     def run_dir(self) -> Path:
         """The output folder with ``{name}`` and ``{seed}`` filled in."""
