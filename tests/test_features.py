@@ -230,3 +230,34 @@ def test_logit_space_and_centre_methods_train(tiny_recipe, digits, method):
         )  # the branch head is trained and saved
     else:
         assert float(state["centre_counts"].sum()) > 0  # class centres accumulated and saved
+
+
+def test_crd_nce_loss_by_hand():
+    from distil.methods.crd import nce_loss
+
+    scores = torch.tensor([[0.5, 0.1, 0.2]], dtype=torch.float64)  # positive first, K = 2
+    noise = 0.25
+    expected = -(np.log(0.5 / 0.75) + np.log(0.25 / 0.35) + np.log(0.25 / 0.45))
+    assert float(nce_loss(scores, noise)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_crd_trains_and_keeps_its_memory_banks(tiny_recipe, digits):
+    config = load_config(tiny_recipe, [
+        "method={name: crd, student_layer: layers.2, teacher_layer: head.2, negatives: 64}",
+        "train.epochs=3",
+    ])  # fmt: skip
+    assert run(config, data=digits).metrics["last"]["test"]["accuracy"] > 0.7
+    from safetensors.torch import load_file
+
+    checkpoints = config.run_dir() / "checkpoints"
+    state = load_file(
+        str(
+            checkpoints
+            / json.loads((checkpoints / "last.json").read_text())["dir"]
+            / "method.safetensors"
+        )
+    )
+    assert state["student_bank"].shape == (len(digits.train), 128)
+    norms = state["teacher_bank"].norm(dim=1)
+    assert torch.allclose(norms[norms > 0.99], torch.ones_like(norms[norms > 0.99]), atol=1e-5)
+    assert (state["normalisers"] > 0).all()

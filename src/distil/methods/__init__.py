@@ -2,6 +2,7 @@
 
 from distil.methods import (  # noqa: F401  (registration)
     attention,
+    crd,
     fitnet,
     kd,
     nd,

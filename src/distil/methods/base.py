@@ -39,6 +39,20 @@ class LossOutput:
         )
 
 
+@dataclass(frozen=True)
+class SetupInfo:
+    """What a method may size itself from before training.
+
+    Feature shapes are per sample (no batch dimension). ``num_samples`` bounds the ``index``
+    of training batches (memory banks are indexed by it).
+    """
+
+    student_shapes: dict[str, tuple[int, ...]]
+    teacher_shapes: dict[str, tuple[int, ...]]
+    num_classes: int
+    num_samples: int
+
+
 class MethodConfig(BaseModel):
     """Base of every method's typed settings; ``name`` picks the method from the registry."""
 
@@ -80,15 +94,9 @@ class Method(nn.Module):
         """
         return [], []
 
-    def setup(
-        self,
-        student_shapes: dict[str, tuple[int, ...]],
-        teacher_shapes: dict[str, tuple[int, ...]],
-        num_classes: int,
-    ) -> None:
-        """Build what depends on feature shapes or the class count (projectors, heads,
-        class-centre buffers), once, before the optimizer exists. Shapes are per sample (no
-        batch dimension). Default: nothing."""
+    def setup(self, info: SetupInfo) -> None:
+        """Build what depends on the data or the tapped layers (projectors, heads, memory
+        banks, class-centre buffers), once, before the optimizer exists. Default: nothing."""
 
     def attach_student(self, student: nn.Module) -> None:
         """Called once by the trainer. Methods that must run the student themselves (on a

@@ -18,7 +18,7 @@ from pydantic import Field
 
 from distil.losses.features import hint_loss
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
 from distil.models.projectors import build_projector
 from distil.outputs import ModelOutputs
 
@@ -45,10 +45,10 @@ class FitNet(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, student_shapes: dict, teacher_shapes: dict, num_classes: int) -> None:
+    def setup(self, info: SetupInfo) -> None:
         config = self.config
         self.regressor = build_projector(
-            student_shapes[config.student_layer], teacher_shapes[config.teacher_layer],
+            info.student_shapes[config.student_layer], info.teacher_shapes[config.teacher_layer],
             student_layout=config.student_layout, teacher_layout=config.teacher_layout,
             kind=config.projector,
         )  # fmt: skip

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from distil import losses
 from distil.errors import ShapeError
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
 from distil.outputs import ModelOutputs
 
 
@@ -60,9 +60,9 @@ class ND(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, student_shapes: dict, teacher_shapes: dict, num_classes: int) -> None:
-        student_shape = student_shapes[self.config.student_layer]
-        teacher_shape = teacher_shapes[self.config.teacher_layer]
+    def setup(self, info: SetupInfo) -> None:
+        student_shape = info.student_shapes[self.config.student_layer]
+        teacher_shape = info.teacher_shapes[self.config.teacher_layer]
         if len(student_shape) != 1 or len(teacher_shape) != 1:
             raise ShapeError(
                 f"nd reads pooled embeddings (vectors): student {student_shape}, teacher "
@@ -74,9 +74,9 @@ class ND(Method):
             else nn.Sequential(nn.BatchNorm1d(student_dim), nn.Dropout(0.5), nn.Linear(student_dim, teacher_dim))
         )  # fmt: skip
         self.register_buffer(
-            "centre_sums", torch.zeros(num_classes, teacher_dim, dtype=torch.float64)
+            "centre_sums", torch.zeros(info.num_classes, teacher_dim, dtype=torch.float64)
         )
-        self.register_buffer("centre_counts", torch.zeros(num_classes, dtype=torch.float64))
+        self.register_buffer("centre_counts", torch.zeros(info.num_classes, dtype=torch.float64))
 
     @torch.no_grad()
     def _update_centres(self, teacher_embeddings: Tensor, labels: Tensor) -> Tensor:

@@ -24,7 +24,7 @@ from torch import nn
 
 from distil import losses
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
 from distil.models.projectors import build_projector
 from distil.outputs import ModelOutputs
 
@@ -57,11 +57,11 @@ class OFA(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return list(self.config.branch_layers), []
 
-    def setup(self, student_shapes: dict, teacher_shapes: dict, num_classes: int) -> None:
+    def setup(self, info: SetupInfo) -> None:
         config = self.config
         self.heads = nn.ModuleDict({
             _key(layer): build_projector(
-                student_shapes[layer], (num_classes,), student_layout=config.layout,
+                info.student_shapes[layer], (info.num_classes,), student_layout=config.layout,
                 kind="mlp", hidden=config.head_hidden,
             )
             for layer in config.branch_layers

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset, Subset, default_collate
 
 from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
-from distil.methods.base import LossOutput, Method
+from distil.methods.base import LossOutput, Method, SetupInfo
 from distil.models.taps import FeatureTaps, discover_shapes
 from distil.outputs import ModelOutputs, call_model, move_batch
 from distil.teachers.base import Teacher
@@ -166,7 +166,8 @@ class Trainer:
         if teacher_layers:
             features = teacher.signal(sample).features
             teacher_shapes = {name: tuple(value.shape[1:]) for name, value in features.items()}
-        method.setup(student_shapes, teacher_shapes, num_classes)
+        num_samples = len(getattr(self.train_data, "dataset", self.train_data))  # Subset → whole
+        method.setup(SetupInfo(student_shapes, teacher_shapes, num_classes, num_samples))
 
     # ------------------------------------------------------------------ public API
 
