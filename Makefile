@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/distil bench overhead
 	$(BIN)/distil bench losses
 	$(BIN)/distil bench diswot
+	$(BIN)/distil bench features
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

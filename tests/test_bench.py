@@ -11,7 +11,7 @@ from distil.errors import DataError
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", ["overhead", "classic", "losses", "diswot"])
+@pytest.mark.parametrize("suite", ["overhead", "classic", "losses", "diswot", "features"])
 def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
     result = run_suite(suite, tmp_path, quick=True)
     payload = json.loads((tmp_path / f"{suite}.json").read_text())

@@ -22,8 +22,11 @@ def recipe_rows(
     *,
     quick: bool,
     extra_overrides: Sequence[str] = (),
+    label: str | None = None,
 ) -> list[Row]:
     """Run recipe ``kd-<task>`` with each variant's overrides for 3 seeds (1 when quick).
+
+    ``label`` names the task in the rows instead of the dataset (a teacher–student pair).
 
     Rows carry the last-step test metrics and, separately named, ``best_val_accuracy``
     (test accuracy at the best validation step).
@@ -38,12 +41,12 @@ def recipe_rows(
             data = load_data(load_config(recipe).data)
             for method, overrides in variants.items():
                 for seed in seeds:
-                    folder = Path(scratch) / task / method / str(seed)
+                    folder = Path(scratch) / (label or task) / method / str(seed)
                     config = load_config(
                         recipe, [*common, *overrides, f"train.seed={seed}", f"output.dir={folder}"]
                     )
                     metrics = run(config, data=data).metrics
-                    base = {"suite": suite, "task": task, "method": method, "seed": seed,
+                    base = {"suite": suite, "task": label or task, "method": method, "seed": seed,
                             "student": config.student.model,
                             "teacher": config.teacher.model if config.teacher else None}  # fmt: skip
                     test = metrics["last"]["test"]
