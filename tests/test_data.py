@@ -392,3 +392,24 @@ def test_bad_fractions_are_rejected(fractions: dict) -> None:
 def test_unknown_config_key_is_rejected() -> None:
     with pytest.raises(ValidationError, match="split_sed"):
         DataConfig(split_sed=1)
+
+
+def test_class_groups_relabel_every_split():
+    from distil.data import DataConfig, load_data
+
+    grouped = load_data(
+        DataConfig(dataset="digits", class_groups=[[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]])
+    )
+    original = load_data(DataConfig(dataset="digits"))
+    assert grouped.num_classes == 2 and grouped.class_names == ["0+1+2+3+4", "5+6+7+8+9"]
+    for split in ("train", "val", "test"):
+        expected = (getattr(original, split).labels >= 5).long()
+        assert torch.equal(getattr(grouped, split).labels, expected)
+
+
+def test_class_groups_must_cover_the_classes():
+    from distil.data import DataConfig, load_data
+    from distil.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"classes \[9\]"):
+        load_data(DataConfig(dataset="digits", class_groups=[[0, 1, 2, 3, 4], [5, 6, 7, 8]]))

@@ -261,3 +261,46 @@ def test_crd_trains_and_keeps_its_memory_banks(tiny_recipe, digits):
     norms = state["teacher_bank"].norm(dim=1)
     assert torch.allclose(norms[norms > 0.99], torch.ones_like(norms[norms > 0.99]), atol=1e-5)
     assert (state["normalisers"] > 0).all()
+
+
+def test_lelp_null_space_and_subclass_targets():
+    from distil.methods.lelp import null_space_projection, subclass_directions
+
+    torch.manual_seed(0)
+    embeddings = torch.randn(200, 6, dtype=torch.float64)
+    weight = torch.randn(2, 6, dtype=torch.float64)
+    logits = embeddings @ weight.t() + 0.3
+    projection = null_space_projection(embeddings, logits)
+    torch.testing.assert_close(
+        weight @ projection, torch.zeros(2, 6, dtype=torch.float64), atol=1e-8, rtol=0
+    )
+    torch.testing.assert_close(projection @ projection, projection)  # a projection
+    labels = (logits[:, 0] > logits[:, 1]).long()
+    means, directions = subclass_directions(embeddings @ projection.t(), labels, 2, 3, seed=0)
+    assert means.shape == (2, 6) and directions.shape == (2, 6, 3)
+    # rotated principal directions stay orthonormal
+    gram = directions[0].t() @ directions[0]
+    torch.testing.assert_close(gram, torch.eye(3, dtype=torch.float64), atol=1e-8, rtol=0)
+
+
+def test_lelp_trains_on_a_binary_task(tiny_recipe):
+    binary = load_data(
+        load_config("kd-digits", ["data.class_groups=[[0,1,2,3,4],[5,6,7,8,9]]"]).data
+    )
+    assert binary.num_classes == 2
+    config = load_config(tiny_recipe, [
+        "data.class_groups=[[0,1,2,3,4],[5,6,7,8,9]]",
+        "method={name: lelp, student_layer: layers.2, teacher_layer: head.2, subclasses: 4}",
+        "train.epochs=3",
+    ])  # fmt: skip
+    result = run(config, data=binary)
+    assert result.metrics["last"]["test"]["accuracy"] > 0.7
+    from distil.methods import build_method
+
+    method = build_method(config.method)
+    assert method.config.subclasses == 4
+    rows = [
+        json.loads(line) for line in (config.run_dir() / "metrics.jsonl").read_text().splitlines()
+    ]
+    subclass = [r["loss/subclass"] for r in rows if r["kind"] == "train"]
+    assert subclass[-1] < subclass[0]

@@ -54,6 +54,22 @@ class DataConfig(BaseModel):
         description="Keep only this many training samples (stratified), for few-data runs.",
     )
 
+    class_groups: list[list[int]] | None = Field(
+        default=None,
+        description="Merge classes into groups, e.g. [[0,1,2,3,4],[5,6,7,8,9]] turns digits "
+        "into the binary task 'below 5 vs 5 and above' (few-class distillation).",
+    )
+
+    @model_validator(mode="after")
+    def _groups_are_a_partition(self) -> DataConfig:
+        if self.class_groups is not None:
+            members = [c for group in self.class_groups for c in group]
+            if len(self.class_groups) < 2 or any(not group for group in self.class_groups):
+                raise ValueError("class_groups needs at least two non-empty groups")
+            if len(members) != len(set(members)):
+                raise ValueError(f"class_groups must not repeat a class: {self.class_groups}")
+        return self
+
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:

@@ -5,6 +5,7 @@ from distil.methods import (  # noqa: F401  (registration)
     crd,
     fitnet,
     kd,
+    lelp,
     nd,
     ofa_kd,
     pseudo_label,

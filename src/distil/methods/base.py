@@ -8,6 +8,7 @@ measure each term's share of the gradient. Methods never run a loop of their own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,6 +52,10 @@ class SetupInfo:
     teacher_shapes: dict[str, tuple[int, ...]]
     num_classes: int
     num_samples: int
+    #: Runs the teacher over the whole training split (in index order) on demand and returns
+    #: (logits, {layer: features}, labels) — for methods that fit something to the teacher
+    #: before training (LELP's subclass directions).
+    teacher_outputs: Callable[[], tuple[Tensor, dict[str, Tensor], Tensor]] | None = None
 
 
 class MethodConfig(BaseModel):

@@ -22,6 +22,7 @@ from accelerate import Accelerator
 from torch import Tensor, nn
 from torch.utils.data import Dataset, Subset, default_collate
 
+from distil.data.datasets import in_order
 from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.methods.base import LossOutput, Method, SetupInfo
@@ -167,7 +168,20 @@ class Trainer:
             features = teacher.signal(sample).features
             teacher_shapes = {name: tuple(value.shape[1:]) for name, value in features.items()}
         num_samples = len(getattr(self.train_data, "dataset", self.train_data))  # Subset → whole
-        method.setup(SetupInfo(student_shapes, teacher_shapes, num_classes, num_samples))
+
+        @torch.no_grad()
+        def teacher_outputs() -> tuple[Tensor, dict[str, Tensor], Tensor]:
+            logits, features, labels = [], [], []
+            for batch in in_order(self.train_data, self.eval_batch_size):
+                outputs = teacher.signal(batch)
+                logits.append(outputs.logits.float().cpu())
+                features.append({k: v.float().cpu() for k, v in outputs.features.items()})
+                labels.append(batch["labels"])
+            merged = {k: torch.cat([f[k] for f in features]) for k in features[0]}
+            return torch.cat(logits), merged, torch.cat(labels)
+
+        method.setup(SetupInfo(student_shapes, teacher_shapes, num_classes, num_samples,
+                               teacher_outputs if teacher is not None else None))  # fmt: skip
 
     # ------------------------------------------------------------------ public API
 
