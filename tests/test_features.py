@@ -304,3 +304,32 @@ def test_lelp_trains_on_a_binary_task(tiny_recipe):
     ]
     subclass = [r["loss/subclass"] for r in rows if r["kind"] == "train"]
     assert subclass[-1] < subclass[0]
+
+
+def test_trg_token_helpers():
+    from distil.methods.trg import as_tokens, pool_tokens, relation_logits
+
+    feature_map = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    tokens = as_tokens(feature_map, "map")
+    assert tokens.shape == (2, 16, 3)
+    torch.testing.assert_close(tokens[0, 5], feature_map[0, :, 1, 1])  # row-major positions
+    pooled = pool_tokens(tokens, 4)
+    torch.testing.assert_close(pooled[0, 0], feature_map[0, :, :2, :2].mean((1, 2)))
+    logits = relation_logits(torch.eye(3), temperature=0.5)
+    assert torch.isinf(logits.diagonal()).all() and float(logits[0, 1]) == 0.0
+
+
+def test_trg_trains_and_its_graph_terms_fall(tiny_recipe, digits):
+    config = load_config(tiny_recipe, [
+        "student={model: cnn, options: {channels: [4, 8], hidden: 16}}",
+        "method={name: trg, student_layer: features.7, teacher_layer: features.7}",
+        "train.epochs=3",
+    ])  # fmt: skip
+    run(config, data=digits)
+    rows = [
+        json.loads(line) for line in (config.run_dir() / "metrics.jsonl").read_text().splitlines()
+    ]
+    train = [r for r in rows if r["kind"] == "train"]
+    for part in ("loss/token", "loss/instance", "loss/ce"):
+        assert train[-1][part] < train[0][part], part
+    assert all(np.isfinite(r["loss"]) for r in train)

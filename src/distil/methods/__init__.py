@@ -13,6 +13,7 @@ from distil.methods import (  # noqa: F401  (registration)
     supervised,
     taid,
     tgeo,
+    trg,
 )
 from distil.methods.base import (
     METHODS,
