@@ -12,7 +12,7 @@ from distil.methods import build_method
 from distil.methods.tgeo import alignment, geometry
 from distil.outputs import ModelOutputs
 from distil.pipeline import run
-from distil.train.trainer import split_holdout
+from distil.train.sampling import split_holdout
 
 
 def test_geometry_edges_by_hand():

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch.utils.data import Dataset, Subset
 
 
 def epoch_permutation(num_samples: int, seed: int, epoch: int) -> torch.Tensor:
@@ -53,3 +54,21 @@ class ShardedBatches:
         mine = order[: self.samples_per_rank * self.world_size][self.rank :: self.world_size]
         for start in range(skip * self.micro_batch_size, len(mine), self.micro_batch_size):
             yield mine[start : start + self.micro_batch_size].tolist()
+
+
+def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(train, holdout) with ``fraction`` of the samples held out, chosen by ``seed``.
+
+    ``Subset`` keeps each sample's original ``index``, so outputs precomputed on the whole
+    split still line up.
+    """
+    if fraction <= 0:
+        return dataset, None
+    count = max(1, round(len(dataset) * fraction))
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + 7919))
+    return Subset(dataset, order[count:].tolist()), Subset(dataset, order[:count].tolist())
+
+
+def step_groups(batches: list[list[int]], size: int) -> list[list[list[int]]]:
+    """Micro-batches grouped per optimizer step (the epoch's last group may be shorter)."""
+    return [batches[start : start + size] for start in range(0, len(batches), size)]

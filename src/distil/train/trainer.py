@@ -15,57 +15,33 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from accelerate import Accelerator
 from torch import Tensor, nn
-from torch.utils.data import Dataset, Subset, default_collate
+from torch.utils.data import Dataset, default_collate
 
-from distil.data.datasets import in_order
 from distil.errors import CheckpointError, ConfigError
 from distil.eval.evaluate import evaluate_model, teacher_logits
-from distil.methods.base import LossOutput, Method, SetupInfo
-from distil.models.taps import FeatureTaps, discover_shapes
-from distil.outputs import ModelOutputs, call_model, move_batch
+from distil.methods.base import LossOutput, Method
+from distil.outputs import move_batch
 from distil.teachers.base import Teacher
 from distil.train import checkpoint
 from distil.train.accelerator import make_accelerator
 from distil.train.balance import dominant_part, gradient_shares, parameters_of
 from distil.train.config import TrainConfig
 from distil.train.loss_window import LossWindow
+from distil.train.method_setup import prepare_method
+from distil.train.module import StudentWithMethod
 from distil.train.progress import MetricsLog, ProgressBar
 from distil.train.rng import rng_state, set_rng_state
-from distil.train.sampling import ShardedBatches
+from distil.train.sampling import ShardedBatches, split_holdout, step_groups
 from distil.train.schedules import build_scheduler
 
 log = logging.getLogger("distil")
 
 #: Gradient-share measurements averaged before the balance diagnostic may warn.
 BALANCE_MIN_MEASUREMENTS = 3
-
-
-class StudentWithMethod(nn.Module):
-    """Student and method in one module, so DDP synchronises the method's own parameters
-    (projectors, heads) together with the student's."""
-
-    def __init__(self, student: nn.Module, method: Method) -> None:
-        super().__init__()
-        self.student = student
-        self.method = method
-        method.attach_student(student)
-        student_layers, _ = method.feature_layers()
-        self.taps = (
-            FeatureTaps(student, student_layers, owner="student") if student_layers else None
-        )
-
-    def forward(
-        self, batch: dict[str, Any], teacher: ModelOutputs | None
-    ) -> tuple[ModelOutputs, LossOutput]:
-        logits = call_model(self.student, batch["inputs"])
-        features = self.taps.pop() if self.taps is not None else {}
-        student_outputs = ModelOutputs(logits=logits, features=features)
-        return student_outputs, self.method.loss(student_outputs, teacher, batch)
 
 
 @dataclass
@@ -130,7 +106,7 @@ class Trainer:
         self.ece_bins = ece_bins
         self.eval_batch_size = eval_batch_size
         self.accelerator = accelerator or make_accelerator(config.mixed_precision)
-        self._setup_features(student, method, teacher)
+        prepare_method(method, student, teacher, self.train_data, self.eval_batch_size)
         self.module = StudentWithMethod(student, method)
         self.checkpoints = self.output_dir / "checkpoints"
 
@@ -150,38 +126,6 @@ class Trainer:
         )
         self.steps_per_epoch = math.ceil(len(self.batches) / config.grad_accum_steps)
         self.total_steps = config.max_steps or config.epochs * self.steps_per_epoch
-
-    def _setup_features(self, student: nn.Module, method: Method, teacher: Teacher | None) -> None:
-        """Tap the layers a feature method reads and let it size its projectors."""
-        student_layers, teacher_layers = method.feature_layers()
-        if not student_layers and not teacher_layers:
-            return
-        if teacher_layers:
-            teacher.capture(teacher_layers)
-        sample = default_collate([self.train_data[i] for i in range(min(2, len(self.train_data)))])
-        student_shapes = discover_shapes(student, sample["inputs"], student_layers)
-        with torch.no_grad():
-            num_classes = call_model(student.eval(), sample["inputs"]).shape[-1]
-        student.train()
-        teacher_shapes = {}
-        if teacher_layers:
-            features = teacher.signal(sample).features
-            teacher_shapes = {name: tuple(value.shape[1:]) for name, value in features.items()}
-        num_samples = len(getattr(self.train_data, "dataset", self.train_data))  # Subset → whole
-
-        @torch.no_grad()
-        def teacher_outputs() -> tuple[Tensor, dict[str, Tensor], Tensor]:
-            logits, features, labels = [], [], []
-            for batch in in_order(self.train_data, self.eval_batch_size):
-                outputs = teacher.signal(batch)
-                logits.append(outputs.logits.float().cpu())
-                features.append({k: v.float().cpu() for k, v in outputs.features.items()})
-                labels.append(batch["labels"])
-            merged = {k: torch.cat([f[k] for f in features]) for k in features[0]}
-            return torch.cat(logits), merged, torch.cat(labels)
-
-        method.setup(SetupInfo(student_shapes, teacher_shapes, num_classes, num_samples,
-                               teacher_outputs if teacher is not None else None))  # fmt: skip
 
     # ------------------------------------------------------------------ public API
 
@@ -215,7 +159,7 @@ class Trainer:
             bar.update(state.step, "")
             while state.step < self.total_steps:
                 epoch_batches = list(self.batches.epoch(state.epoch, skip=state.micro_batches_done))
-                for group in _groups(epoch_batches, config.grad_accum_steps):
+                for group in step_groups(epoch_batches, config.grad_accum_steps):
                     step_started = time.perf_counter()
                     loss = self._step(
                         model, optimizer, scheduler, group, state, window, metrics_log
@@ -455,21 +399,3 @@ class Trainer:
                 parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
             )
         return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def split_holdout(dataset: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset | None]:
-    """(train, holdout) with ``fraction`` of the samples held out, chosen by ``seed``.
-
-    ``Subset`` keeps each sample's original ``index``, so outputs precomputed on the whole
-    split still line up.
-    """
-    if fraction <= 0:
-        return dataset, None
-    count = max(1, round(len(dataset) * fraction))
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed + 7919))
-    return Subset(dataset, order[count:].tolist()), Subset(dataset, order[:count].tolist())
-
-
-def _groups(batches: list[list[int]], size: int) -> list[list[list[int]]]:
-    """Micro-batches grouped per optimizer step (the epoch's last group may be shorter)."""
-    return [batches[start : start + size] for start in range(0, len(batches), size)]
