@@ -38,7 +38,8 @@ def recipe_rows(
     with TemporaryDirectory(prefix=f"distil-bench-{suite}-") as scratch:
         for task in tasks:
             recipe = f"kd-{task}"
-            data = load_data(load_config(recipe).data)
+            # the extra overrides may change the data (class_groups, train_limit)
+            data = load_data(load_config(recipe, common).data)
             for method, overrides in variants.items():
                 for seed in seeds:
                     folder = Path(scratch) / (label or task) / method / str(seed)
