@@ -63,6 +63,11 @@ def run(
         )
     if resume:
         check_same_recipe(config, run_dir)
+    if data is not None and data.config is not None and data.config != config.data:
+        raise ConfigError(
+            "data: the splits passed to run() were loaded with another data section than the "
+            "recipe's; load them with load_data(config.data)"
+        )
     data = data or load_data(config.data)
     teacher = build_teacher(config, data, accelerator)
     method = build_method(config.method)

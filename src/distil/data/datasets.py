@@ -73,6 +73,7 @@ class DataSplits:
     input_shape: tuple[int, ...]  # one sample's shape, e.g. (1, 28, 28) or (max_length,)
     num_classes: int
     class_names: list[str]
+    config: Any = None  # the DataConfig it was loaded with (set by load_data)
 
 
 def in_order(dataset: Dataset, batch_size: int) -> DataLoader:

@@ -29,7 +29,8 @@ def load_data(config: DataConfig) -> DataSplits:
     """
     loader = DATASETS.get(config.dataset)
     splits = loader(config)
-    return group_classes(splits, config.class_groups) if config.class_groups else splits
+    splits = group_classes(splits, config.class_groups) if config.class_groups else splits
+    return replace(splits, config=config)
 
 
 def group_classes(splits: DataSplits, groups: list[list[int]]) -> DataSplits:
