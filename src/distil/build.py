@@ -29,7 +29,7 @@ from distil.models import build_model
 from distil.paths import cache_dir
 from distil.teachers import DTYPES, ModuleTeacher
 from distil.train import TrainConfig, Trainer
-from distil.train.checkpoint import load_into, load_model_state
+from distil.train.checkpoint import load_into, load_model_state, read_pointer
 from distil.train.state_io import read_tensors
 
 log = logging.getLogger("distil")
@@ -147,7 +147,7 @@ def _train_teacher(config: RunConfig, accelerator: Accelerator, folder: Path) ->
                 {
                     "recipe": config.teacher.model_dump(mode="json"),
                     "data": teacher_data_config(config).model_dump(mode="json"),
-                    "best_step": trainer_best_step(work),
+                    "best_step": read_pointer(work / "checkpoints", "best")["step"],
                 },
                 indent=1,
             )
@@ -156,9 +156,3 @@ def _train_teacher(config: RunConfig, accelerator: Accelerator, folder: Path) ->
             shutil.rmtree(folder)
         os.replace(staging, folder)
         shutil.rmtree(work, ignore_errors=True)
-
-
-def trainer_best_step(run_dir: Path) -> int | None:
-    """The step of the best validation checkpoint in a run folder, if any."""
-    pointer = run_dir / "checkpoints" / "best.json"
-    return json.loads(pointer.read_text())["step"] if pointer.is_file() else None

@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distil.errors import ShapeError
 from distil.losses.chunked import rowwise
 from distil.losses.divergences import kl_rows
-from distil.losses.logits import Teacher, dense_rows, reduce_rows
+from distil.losses.logits import Teacher, dense_rows, label_rows, reduce_rows
 from distil.losses.registry import register_loss
 
 
@@ -22,15 +21,6 @@ def _binary_logprobs(logprobs: Tensor, target: Tensor) -> Tensor:
         logprobs.scatter(-1, target[:, None], float("-inf")), -1, keepdim=True
     )
     return torch.cat([log_target, log_rest], dim=-1)
-
-
-def _labels_rows(labels: Tensor, rows: int, shape: torch.Size) -> Tensor:
-    flat = labels.reshape(-1)
-    if flat.shape[0] != rows:
-        raise ShapeError(
-            f"labels {tuple(labels.shape)} must match the logits' leading dimensions {tuple(shape)}"
-        )
-    return flat
 
 
 @register_loss("dkd")
@@ -48,11 +38,7 @@ def dkd(
     Reference: Zhao et al., "Decoupled Knowledge Distillation", CVPR 2022 (α = 1, β = 8).
     """
     student_rows, teacher_rows, row_mask = dense_rows(student_logits, teacher_logits, mask, "dkd")
-    flat_labels = _labels_rows(labels, student_rows.shape[0], student_logits.shape[:-1])
-    # ignore_index-style labels (e.g. −100 on padding) drop their rows
-    valid = flat_labels >= 0
-    row_mask = valid if row_mask is None else row_mask & valid
-    target = flat_labels.clamp_min(0)
+    target, row_mask = label_rows(labels, student_logits, row_mask)
 
     def per_row(student: Tensor, teacher: Tensor, target: Tensor) -> Tensor:
         student_lp = F.log_softmax(student / temperature, dim=-1)

@@ -9,6 +9,7 @@ lives here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -136,6 +137,24 @@ def distribution_loss(
         inputs = (student_rows, teacher_rows)
     values = rowwise(per_row, inputs) * temperature**2
     return reduce_rows(values, reduction, row_mask, leading_shape)
+
+
+def label_rows(
+    labels: Tensor, student_logits: Tensor, row_mask: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Labels flattened to rows ``(M,)`` for the losses that read them, and the row mask.
+
+    Negative labels (``ignore_index``-style, e.g. −100 on padding) drop their rows: they are
+    masked out and replaced by 0 so that indexing with them stays safe.
+    """
+    flat = labels.reshape(-1)
+    leading = tuple(student_logits.shape[:-1])
+    if flat.shape[0] != math.prod(leading):
+        raise ShapeError(
+            f"labels {tuple(labels.shape)} must match the logits' leading dimensions {leading}"
+        )
+    valid = flat >= 0
+    return flat.clamp_min(0), valid if row_mask is None else row_mask & valid
 
 
 def dense_rows(

@@ -11,9 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from distil.errors import ShapeError
 from distil.losses.chunked import rowwise
-from distil.losses.logits import Teacher, dense_rows, reduce_rows
+from distil.losses.logits import Teacher, dense_rows, label_rows, reduce_rows
 from distil.losses.registry import register_loss
 
 
@@ -44,15 +43,9 @@ def ofa(
     if eps <= 0:
         raise ValueError(f"eps must be > 0, got {eps}")
     student_rows, teacher_rows, row_mask = dense_rows(student_logits, teacher_logits, mask, "ofa")
-    flat = labels.reshape(-1)
-    if flat.shape[0] != student_rows.shape[0]:
-        raise ShapeError(
-            f"labels {tuple(labels.shape)} must match the logits' leading dimensions {tuple(student_logits.shape[:-1])}"
-        )
-    valid = flat >= 0
-    row_mask = valid if row_mask is None else row_mask & valid
+    target, row_mask = label_rows(labels, student_logits, row_mask)
     values = rowwise(
         lambda s, t, y: ofa_rows(s, t, y, eps, temperature),
-        (student_rows, teacher_rows, flat.clamp_min(0)),
+        (student_rows, teacher_rows, target),
     )
     return reduce_rows(values * temperature**2, reduction, row_mask, student_logits.shape[:-1])

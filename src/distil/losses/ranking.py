@@ -5,9 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from distil.errors import ShapeError
 from distil.losses.chunked import rowwise
-from distil.losses.logits import Teacher, dense_rows, reduce_rows
+from distil.losses.logits import Teacher, dense_rows, label_rows, reduce_rows
 from distil.losses.registry import register_loss
 
 
@@ -54,18 +53,9 @@ def pld(
     Reference: "PLD: A Choice-Theoretic List-Wise Knowledge Distillation", 2025.
     """
     student_rows, teacher_rows, row_mask = dense_rows(student_logits, teacher_logits, mask, "pld")
-    flat_labels = labels.reshape(-1)
-    if flat_labels.shape[0] != student_rows.shape[0]:
-        raise ShapeError(
-            f"labels {tuple(labels.shape)} must match the logits' leading dimensions "
-            f"{tuple(student_logits.shape[:-1])}"
-        )
     if top_k is not None and top_k < 1:
         raise ValueError(f"top_k must be ≥ 1, got {top_k}")
-    # ignore_index-style labels (e.g. −100) are masked out rather than indexed
-    valid = flat_labels >= 0
-    row_mask = valid if row_mask is None else row_mask & valid
-    safe_labels = flat_labels.clamp_min(0)
+    safe_labels, row_mask = label_rows(labels, student_logits, row_mask)
     per_row = rowwise(
         lambda student, teacher, target: plackett_luce_rows(
             student, teacher, target, temperature, top_k
