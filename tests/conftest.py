@@ -43,3 +43,48 @@ def tiny_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_RECIPE.replace("OUT", str(tmp_path / "run")))
     return path
+
+
+# ----------------------------------------------------------------------------- language models
+
+#: A small slice of Brown (news, editorial, and a few reviews: three domains) cut into short
+#: blocks with a 512-token BPE trained here — enough text for a tiny LM to learn something.
+LM_DATA = {
+    "corpus": "brown", "limit_documents": 75, "tokenizer": "brown-bpe-512", "block_size": 32,
+    "val_fraction": 0.1, "test_fraction": 0.1, "eval_blocks": 64,
+}  # fmt: skip
+LM_TEACHER = {
+    "tiny": {"hidden": 96, "layers": 2, "heads": 4},
+    "pretrain": {"steps": 300, "batch_size": 32, "lr": 0.005},
+}
+LM_STUDENT = {"tiny": {"hidden": 32, "layers": 1, "heads": 2}}
+
+
+def lm_recipe(out: Path, method: dict, **sections) -> dict:
+    """An LM recipe dict on the shared Brown slice; ``sections`` override whole sections."""
+    recipe = {
+        "task": "lm",
+        "name": method["name"],
+        "data": dict(LM_DATA),
+        "teacher": dict(LM_TEACHER),
+        "student": dict(LM_STUDENT),
+        "method": method,
+        "train": {
+            "max_steps": 60, "batch_size": 16, "lr": 0.01, "warmup_steps": 5,
+            "schedule": "cosine", "eval_every": 30, "checkpoint_every": 30, "progress": False,
+        },
+        "eval": {"batch_size": 32},
+        "output": {"dir": str(out / "{name}"), "report": False},
+        "cache": {"dir": str(out / "cache"), "k": 32, "codec": "compact", "shard_tokens": 2048},
+    }  # fmt: skip
+    recipe.update(sections)
+    return recipe
+
+
+@pytest.fixture(scope="session")
+def lm_data():
+    """The shared Brown slice, tokenized and split once per session."""
+    from distil.lm.config import LMDataConfig
+    from distil.lm.data import load_lm_data
+
+    return load_lm_data(LMDataConfig(**LM_DATA))

@@ -59,12 +59,21 @@ def train(
     ] = False,
 ) -> None:
     """Train a student from a recipe; writes config, metrics, checkpoints and report."""
-    from distil.config import load_config
+    from distil.config import LMRunConfig, load_config
     from distil.pipeline import run
     from distil.report import markdown_table, summary_rows
     from distil.report.runs import load_run
 
-    result = run(load_config(recipe, overrides or []), resume=resume)
+    config = load_config(recipe, overrides or [])
+    if isinstance(config, LMRunConfig):
+        from distil.lm.pipeline import describe, run_lm
+
+        result = run_lm(config, resume=resume)
+        if result.metrics:
+            print(describe(result.metrics))
+            print(f"\nrun folder: {result.run_dir}")
+        return
+    result = run(config, resume=resume)
     if result.metrics:
         print(markdown_table(summary_rows([load_run(result.run_dir)])))
         print(f"\nrun folder: {result.run_dir}")
@@ -115,18 +124,60 @@ def list_(
         print(f"{name:24s} {description}")
 
 
+@app.command("cache-teacher")
+@_friendly_errors
+def cache_teacher(
+    recipe: Annotated[str, typer.Argument(help="an LM recipe (task: lm) with a teacher")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="cache folder (default: the recipe's cache.dir)")
+    ] = None,
+) -> None:
+    """Run the recipe's teacher once over its data and store top-k log-probs (resumable)."""
+    from distil.config import LMRunConfig, load_config
+    from distil.errors import ConfigError
+    from distil.lm.caching import cache_recipe_teacher
+
+    config = load_config(recipe, overrides or [])
+    if not isinstance(config, LMRunConfig):
+        raise ConfigError("task: cache-teacher needs a language-model recipe (task: lm)")
+    manifest, stats = cache_recipe_teacher(config, folder=out)
+    settings = manifest.settings
+    for split in config.cache.splits:
+        print(f"{split}: {manifest.sequences(split)} blocks, {manifest.tokens(split):,} tokens")
+    print(
+        f"codec {settings['codec']['name']}, k={settings['k']}: "
+        f"{settings['record_bytes']} bytes/token; this call cached {stats.tokens:,} tokens "
+        f"in {stats.seconds:.1f}s\ncache: {out or config.cache_dir()}"
+    )
+
+
 @app.command()
 @_friendly_errors
 def demo(
+    which: Annotated[
+        str, typer.Argument(help="'classic' (image classifiers) or 'llm' (language models)")
+    ] = "classic",
     quick: Annotated[
         bool, typer.Option(help="one seed, fewer epochs (well under a minute)")
     ] = False,
-    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
 ) -> None:
     """The embedded default: teacher, student alone, student distilled; prints the table."""
+    if which == "llm":
+        from distil.lm.demo import run_llm_demo
+
+        result = run_llm_demo(out or Path("runs/demo-llm"), quick=quick)
+        print(result.table)
+        print(f"\nmetrics: {result.metrics_path}")
+        return
+    if which != "classic":
+        raise typer.BadParameter("demo is 'classic' or 'llm'")
     from distil.demo import run_demo
 
-    result = run_demo(out, quick=quick)
+    result = run_demo(out or Path("runs/demo"), quick=quick)
     print(result.table)
     print(f"\nreport: {result.report}\nmetrics: {result.metrics_path}")
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from distil.data.config import DataConfig
 from distil.errors import ConfigError
+from distil.lm.config import CacheConfig, LMDataConfig, LMEvalConfig, LMModelConfig, TeacherLMConfig
 from distil.methods import METHODS, MethodConfig
 from distil.registry import did_you_mean
 from distil.train.config import TrainConfig
@@ -107,10 +108,11 @@ class SearchConfig(BaseModel):
 
 
 class RunConfig(BaseModel):
-    """A whole run."""
+    """A whole classification run."""
 
     model_config = ConfigDict(extra="forbid")
 
+    task: Literal["classification"] = "classification"
     name: str = "run"
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig | None = None
@@ -130,13 +132,45 @@ class RunConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+class LMRunConfig(BaseModel):
+    """A whole language-model run (``task: lm``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["lm"] = "lm"
+    name: str = "lm-run"
+    data: LMDataConfig = Field(default_factory=LMDataConfig)
+    teacher: TeacherLMConfig | None = None
+    student: LMModelConfig
+    method: SerializeAsAny[MethodConfig]
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: LMEvalConfig = Field(default_factory=LMEvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+
+    run_dir = RunConfig.run_dir
+    to_yaml = RunConfig.to_yaml
+
+    def cache_dir(self) -> Path:
+        """The teacher cache folder ``cache.dir`` with ``{name}`` filled in."""
+        return Path(self.cache.dir.format(name=self.name, seed=self.train.seed))
+
+
+AnyRunConfig = RunConfig | LMRunConfig
+TASKS: dict[str, type[BaseModel]] = {"classification": RunConfig, "lm": LMRunConfig}
+
 # ----------------------------------------------------------------------------- loading
 
 
-def parse_config(raw: dict[str, Any]) -> RunConfig:
-    """Validate a recipe dict. The method section is validated by the named method's model."""
+def parse_config(raw: dict[str, Any]) -> AnyRunConfig:
+    """Validate a recipe dict. ``task`` picks the recipe model (classification by default);
+    the method section is validated by the named method's model."""
     if not isinstance(raw, dict):
         raise ConfigError(f"a recipe must be a mapping of sections, got {type(raw).__name__}")
+    task = raw.get("task", "classification")
+    if task not in TASKS:
+        raise ConfigError(f"task: unknown task {task!r}; one of {', '.join(TASKS)}")
+    run_model = TASKS[task]
     method_raw = raw.get("method")
     if not isinstance(method_raw, dict) or "name" not in method_raw:
         raise ConfigError(
@@ -153,12 +187,12 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, method_cls, prefix=("method",))) from None
     try:
-        return RunConfig.model_validate({**raw, "method": method})
+        return run_model.model_validate({**raw, "method": method})
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, RunConfig)) from None
+        raise ConfigError(format_validation_error(error, run_model)) from None
 
 
-def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AnyRunConfig:
     """Load a recipe from a YAML path (or a shipped recipe's name) and apply overrides."""
     path = resolve_recipe(source)
     try:

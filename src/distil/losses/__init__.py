@@ -6,7 +6,15 @@
 package holds state, builds modules or does I/O.
 """
 
-from distil.losses import adaptive, divergences, logit_kd, ofa, ranking, transport  # noqa: F401
+from distil.losses import (  # noqa: F401
+    adaptive,
+    divergences,
+    interpolated,
+    logit_kd,
+    ofa,
+    ranking,
+    transport,
+)  # fmt: skip
 from distil.losses.adaptive import akl, bdkd
 from distil.losses.divergences import (
     ab_div,
@@ -17,6 +25,7 @@ from distil.losses.divergences import (
     skew_reverse_kl,
     tvd,
 )
+from distil.losses.interpolated import taid_kl
 from distil.losses.logit_kd import dist, dkd, logit_std_kd
 from distil.losses.ranking import pld
 from distil.losses.registry import LOSSES, get, kind_of, options_of, register_loss
@@ -26,5 +35,5 @@ from distil.losses.transport import sinkhorn
 __all__ = [
     "LOSSES", "TopK", "get", "kind_of", "options_of", "register_loss",
     "ab_div", "akl", "bdkd", "dist", "dkd", "forward_kl", "jsd", "logit_std_kd", "pld",
-    "reverse_kl", "sinkhorn", "skew_forward_kl", "skew_reverse_kl", "tvd",
+    "reverse_kl", "sinkhorn", "skew_forward_kl", "skew_reverse_kl", "taid_kl", "tvd",
 ]  # fmt: skip

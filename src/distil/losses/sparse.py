@@ -42,6 +42,10 @@ class TopK:
                 f"{tuple(self.logprobs.shape)} must have the same shape"
             )
 
+    def to(self, device: torch.device | str) -> TopK:
+        """The same top-k on ``device`` (log-probs in float32)."""
+        return TopK(self.indices.to(device), self.logprobs.to(device=device, dtype=torch.float32))
+
     @property
     def k(self) -> int:
         """How many classes per position are kept."""

@@ -80,6 +80,12 @@ class Method(nn.Module):
     #: methods such as TGeo-KD). The student never trains on it; the trainer puts one batch
     #: of it in ``batch["holdout"]`` at every step.
     holdout_fraction: float = 0.0
+    #: Language models: the method queries the teacher on sequences no cache holds
+    #: (on-policy samples), so the teacher must be loaded even when a cache exists.
+    needs_live_teacher: ClassVar[bool] = False
+    #: Language models: the method compares token distributions, so teacher and student
+    #: must share one vocabulary (sequence-level KD does not).
+    needs_same_vocabulary: ClassVar[bool] = True
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
@@ -107,6 +113,12 @@ class Method(nn.Module):
         """Called once by the trainer. Methods that must run the student themselves (on a
         held-out batch, for a meta-gradient) keep a reference; it is not a submodule, so the
         student's weights are not duplicated in the method's state. Default: nothing."""
+
+    def prepare_batch(self, batch: dict[str, Any], step: int) -> dict[str, Any]:
+        """The batch the step trains on, given the sampled one (already on the device) and
+        the 0-based step; called before the teacher sees it. On-policy methods (GKD) swap in
+        sequences the student generates here. Default: the batch unchanged."""
+        return batch
 
     def on_step_end(self, step: int, total_steps: int, loss: LossOutput) -> None:
         """Called after optimizer step ``step`` (1-based) with that step's loss, identical on

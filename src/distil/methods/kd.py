@@ -15,12 +15,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from distil import losses
-from distil.losses.logits import upcast
 from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 from distil.registry import did_you_mean
 
@@ -81,17 +80,13 @@ class KD(Method):
         super().__init__(config)
         self.divergence = losses.get(config.divergence)
         self.options = config.divergence_options()
-        self.wants_labels = "labels" in losses.options_of(config.divergence)
 
     def loss(
         self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
     ) -> LossOutput:
         assert teacher is not None, "kd needs a teacher"
-        ce = F.cross_entropy(upcast(student.logits), batch["labels"])
-        extra = {"labels": batch["labels"]} if self.wants_labels else {}
-        kd = self.divergence(
-            student.logits, teacher.logits, temperature=self.config.temperature,
-            **self.options, **extra,
+        return label_and_teacher_terms(
+            student, teacher.logits, batch["labels"], alpha=self.config.alpha,
+            divergence=self.config.divergence, temperature=self.config.temperature,
+            **self.options,
         )  # fmt: skip
-        alpha = self.config.alpha
-        return LossOutput.combine({"ce": (1.0 - alpha, ce), "kd": (alpha, kd)})

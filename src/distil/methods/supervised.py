@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
-from distil.losses.logits import upcast
 from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 
 
@@ -30,7 +29,7 @@ class Supervised(Method):
     def loss(
         self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
     ) -> LossOutput:
-        ce = F.cross_entropy(
-            upcast(student.logits), batch["labels"], label_smoothing=self.config.label_smoothing
-        )
-        return LossOutput.combine({"ce": (1.0, ce)})
+        return label_and_teacher_terms(
+            student, None, batch["labels"], alpha=0.0,
+            label_smoothing=self.config.label_smoothing,
+        )  # fmt: skip

@@ -20,13 +20,11 @@ import math
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from distil import losses
-from distil.losses.logits import upcast
 from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 
 
@@ -99,17 +97,11 @@ class TAID(Method):
         self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
     ) -> LossOutput:
         assert teacher is not None, "taid needs a teacher"
-        t = float(self.schedule.t)
-        student_logits = upcast(student.logits)
-        target = (1.0 - t) * student_logits.detach() + t * upcast(teacher.logits)
-        taid = losses.forward_kl(student_logits, target, temperature=self.config.temperature)
-        terms = {"taid": (self.config.alpha, taid)}
-        if self.config.alpha < 1.0:
-            terms["ce"] = (
-                1.0 - self.config.alpha,
-                F.cross_entropy(student_logits, batch["labels"]),
-            )
-        return LossOutput.combine(terms)
+        return label_and_teacher_terms(
+            student, teacher.logits, batch["labels"], alpha=self.config.alpha,
+            divergence="taid_kl", temperature=self.config.temperature, term="taid",
+            t=float(self.schedule.t),
+        )  # fmt: skip
 
     def on_step_end(self, step: int, total_steps: int, loss: LossOutput) -> None:
         self.schedule.update(step, total_steps, float(loss.parts["taid"]))

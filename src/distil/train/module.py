@@ -7,6 +7,7 @@ from typing import Any
 from torch import nn
 
 from distil.methods.base import LossOutput, Method
+from distil.models.language_model import LanguageModel
 from distil.models.taps import FeatureTaps
 from distil.outputs import ModelOutputs, call_model
 
@@ -28,7 +29,16 @@ class StudentWithMethod(nn.Module):
     def forward(
         self, batch: dict[str, Any], teacher: ModelOutputs | None
     ) -> tuple[ModelOutputs, LossOutput]:
-        logits = call_model(self.student, batch["inputs"])
-        features = self.taps.pop() if self.taps is not None else {}
-        student_outputs = ModelOutputs(logits=logits, features=features)
+        if isinstance(self.student, LanguageModel):
+            # Logits stay unmaterialised: the method's fused loss computes them chunk by chunk.
+            student_outputs = ModelOutputs(
+                logits=None,
+                hidden=self.student.hidden(batch["inputs"]),
+                head=self.student.head,
+                vocab_size=self.student.vocab_size,
+            )
+        else:
+            logits = call_model(self.student, batch["inputs"])
+            features = self.taps.pop() if self.taps is not None else {}
+            student_outputs = ModelOutputs(logits=logits, features=features)
         return student_outputs, self.method.loss(student_outputs, teacher, batch)

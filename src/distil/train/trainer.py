@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from torch import Tensor, nn
+from torch import nn
 from torch.utils.data import Dataset, default_collate
 
+from distil.data.text import IGNORE_INDEX
 from distil.errors import CheckpointError, ConfigError
-from distil.eval.evaluate import evaluate_model, teacher_logits
+from distil.eval.validators import ClassificationValidator, Validator, higher_is_better
 from distil.methods.base import LossOutput, Method
 from distil.outputs import move_batch
 from distil.teachers.base import Teacher
@@ -89,6 +90,7 @@ class Trainer:
         ece_bins: int = 15,
         eval_batch_size: int = 512,
         accelerator: Accelerator | None = None,
+        validator: Validator | None = None,
     ) -> None:
         if method.needs_teacher and teacher is None:
             raise ConfigError(f"method.name: {method.name!r} needs a teacher; none was given")
@@ -101,6 +103,9 @@ class Trainer:
             train_data, method.holdout_fraction, config.seed
         )
         self.val_data = val_data
+        self.validator = validator or ClassificationValidator(
+            val_data, self.eval_teacher, batch_size=eval_batch_size, ece_bins=ece_bins
+        )
         self.output_dir = Path(output_dir)
         self.select_metric = select_metric
         self.ece_bins = ece_bins
@@ -149,7 +154,6 @@ class Trainer:
             acc.is_main_process,
             resume_step=state.step if resume else None,
         )
-        val_teacher_logits = self._teacher_logits(self.val_data)
         start = time.perf_counter()
         last_val: dict[str, float] = {}
         step_seconds: list[float] = []
@@ -172,7 +176,7 @@ class Trainer:
                         state.micro_batches_done = 0
                     finished = state.step >= self.total_steps
                     if self._due(config.eval_every, state.step, epoch_done, finished):
-                        last_val = self._validate(state, val_teacher_logits, metrics_log)
+                        last_val = self._validate(state, metrics_log)
                     if self._due(config.checkpoint_every, state.step, epoch_done, finished):
                         self._save(optimizer, scheduler, state, window)
                     shown = f"loss {loss:.4f}"
@@ -199,11 +203,14 @@ class Trainer:
         model.train()
         measure_balance = config.balance_every and state.step % config.balance_every == 0
         micro_losses: list[LossOutput] = []
+        batches = []
         for position, indices in enumerate(group):
             batch = default_collate([self.train_data[i] for i in indices])
             if self.holdout_data is not None:
                 batch["holdout"] = self._holdout_batch(state.step, position, len(indices))
-            batch = move_batch(batch, acc.device)
+            batches.append(self.method.prepare_batch(move_batch(batch, acc.device), state.step))
+        shares = self._micro_batch_shares(batches)
+        for position, batch in enumerate(batches):
             teacher_outputs = None
             if self.method.needs_teacher:
                 teacher_outputs = self.teacher.signal(batch).to(acc.device)
@@ -215,7 +222,7 @@ class Trainer:
                     _, loss = model(batch, teacher_outputs)
                 if measure_balance and position == 0:
                     self._log_balance(loss, state, metrics_log)
-                acc.backward(loss.total / len(group))
+                acc.backward(loss.total * shares[position])
             window.add(loss, len(group))
             micro_losses.append(loss)
         if config.max_grad_norm is not None:
@@ -239,6 +246,21 @@ class Trainer:
             )
             return row["loss"]
         return window.last
+
+    def _micro_batch_shares(self, batches: list[dict]) -> list[float]:
+        """Each micro-batch's share of the step's gradient: its labelled targets (samples, or
+        tokens for an LM) over the step's total on all processes, times the process count
+        (DDP averages over processes). Mean losses per micro-batch then add up to the mean
+        over every labelled target of the step, however unevenly they are spread."""
+        counts = torch.tensor(
+            [float((batch["labels"] != IGNORE_INDEX).sum()) for batch in batches],
+            device=self.accelerator.device,
+        )
+        total = counts.sum()
+        world = self.accelerator.num_processes
+        if world > 1:
+            total = self.accelerator.reduce(total, reduction="sum")
+        return (counts * world / total.clamp_min(1.0)).tolist()
 
     def _holdout_batch(self, step: int, position: int, size: int) -> dict:
         """A batch of held-out samples, drawn from (seed, step, micro-batch) alone so that a
@@ -308,27 +330,15 @@ class Trainer:
     def _due(every: int | None, step: int, epoch_done: bool, finished: bool) -> bool:
         return finished or (epoch_done if every is None else step % every == 0)
 
-    def _teacher_logits(self, dataset: Dataset) -> Tensor | None:
-        if self.eval_teacher is None:
-            return None
-        return teacher_logits(self.eval_teacher, dataset, batch_size=self.eval_batch_size)
-
-    def _validate(self, state: TrainState, reference: Tensor | None, metrics_log) -> dict:
-        metrics = evaluate_model(
-            self.module.student,
-            self.val_data,
-            reference_logits=reference,
-            batch_size=self.eval_batch_size,
-            device=self.accelerator.device,
-            ece_bins=self.ece_bins,
-        )
+    def _validate(self, state: TrainState, metrics_log) -> dict:
+        metrics = self.validator(self.module.student, self.accelerator.device)
         metrics_log.write(
             {"kind": "eval", "step": state.step, "epoch": state.epoch, "split": "val", **metrics}
         )
         value = metrics[self.select_metric]
         better = state.best_metric is None or (
             value > state.best_metric
-            if self.select_metric == "accuracy"
+            if higher_is_better(self.select_metric)
             else value < state.best_metric
         )
         if better:

@@ -1,0 +1,1 @@
+"""Offline teacher-output cache: codecs, writer, reader, manifest."""

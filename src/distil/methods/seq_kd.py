@@ -1,0 +1,66 @@
+"""Sequence-level KD (Kim & Rush, "Sequence-Level Knowledge Distillation", EMNLP 2016).
+
+Instead of matching the teacher's distribution at every token, the student is fine-tuned
+with plain cross-entropy on the teacher's *outputs*: the teacher continues a prompt taken
+from each training block (greedy decoding — the paper's beam search approximates the same
+mode), and the student learns the continuation. Because what passes between them is text,
+teacher and student may use different tokenizers: the teacher generates with its own, the
+student reads the text with its own. This is the method to use when the vocabulary check of
+token-level methods fails.
+
+The generations are written to ``<run>/generations`` atomically and resume after a kill.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from distil.data.text import prompt_response_blocks
+from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.terms import label_and_teacher_terms
+from distil.outputs import ModelOutputs
+
+
+class SeqKDConfig(MethodConfig):
+    """Settings of sequence-level KD."""
+
+    name: Literal["seq_kd"] = "seq_kd"
+    prompt_tokens: int = Field(16, ge=1, description="tokens of each block used as the prompt")
+    new_tokens: int = Field(48, ge=1, description="tokens the teacher writes per prompt")
+    batch_size: int = Field(16, ge=1, description="prompts per generation call")
+
+
+@register_method
+class SeqKD(Method):
+    """Cross-entropy on teacher-generated continuations of the training prompts."""
+
+    name = "seq_kd"
+    Config = SeqKDConfig
+    needs_teacher = False  # the teacher writes the data before training, then is not needed
+    needs_same_vocabulary = False
+
+    def prepare_lm_data(self, data: Any, teacher: Any, teacher_tokenizer: Any, run_dir: Path):
+        """The training split replaced by the teacher's continuations of its prompts."""
+        from distil.lm.generation import generate_continuations
+
+        config = self.config
+        prompts = [
+            data.tokenizer.decode(row[: config.prompt_tokens]) for row in data.train.input_ids
+        ]
+        records = generate_continuations(
+            teacher, teacher_tokenizer, prompts, run_dir / "generations",
+            max_new_tokens=config.new_tokens, batch_size=config.batch_size,
+        )  # fmt: skip
+        pairs = [(r["prompt"], r["response"]) for r in records]
+        block_size = data.train.block_size
+        train = prompt_response_blocks(pairs, data.tokenizer, block_size=block_size)
+        return replace(data, train=train)
+
+    def loss(
+        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+    ) -> LossOutput:
+        return label_and_teacher_terms(student, None, batch["labels"], alpha=0.0)

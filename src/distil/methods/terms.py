@@ -1,0 +1,68 @@
+"""The two terms almost every logit method is made of — cross-entropy on the labels and a
+catalogue divergence to the teacher — for classifiers and language models alike.
+
+A classifier's student gives logits; a language model's gives hidden states and its head,
+and both terms then run through the fused LM-head loss (:mod:`distil.losses.fused_lm`) so the
+``(tokens, vocab)`` logits are never held at once. Labels equal to −100 are ignored either
+way; LM terms are means over the labelled tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from distil import losses
+from distil.losses.fused_lm import fused_lm_loss
+from distil.losses.logits import upcast
+from distil.methods.base import LossOutput
+from distil.outputs import ModelOutputs
+
+
+def label_and_teacher_terms(
+    student: ModelOutputs,
+    teacher: Tensor | losses.TopK | None,
+    labels: Tensor,
+    *,
+    alpha: float,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    term: str = "kd",
+    label_smoothing: float = 0.0,
+    **options: Any,
+) -> LossOutput:
+    """``(1 − α) · CE(labels) + α · divergence(student, teacher)`` as a :class:`LossOutput`.
+
+    ``teacher`` None (or α = 0) gives cross-entropy alone. The divergence term is logged
+    under ``term``.
+    """
+    if student.hidden is not None:
+        if label_smoothing:
+            raise ValueError("label smoothing is not supported with a language-model student")
+        fused = fused_lm_loss(
+            student.hidden, student.head, labels=labels,
+            teacher=teacher if alpha > 0 else None, divergence=divergence,
+            ce_weight=1.0 - alpha if teacher is not None else 1.0,
+            kd_weight=alpha if teacher is not None else 0.0,
+            temperature=temperature, vocab_size=student.vocab_size, **options,
+        )  # fmt: skip
+        if teacher is None or alpha == 0:
+            return LossOutput(fused.total, {"ce": fused.ce}, {"ce": 1.0})
+        return LossOutput(
+            fused.total, {"ce": fused.ce, term: fused.kd}, {"ce": 1.0 - alpha, term: alpha}
+        )
+    logits = upcast(student.logits)
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+        ignore_index=-100, label_smoothing=label_smoothing,
+    )  # fmt: skip
+    if teacher is None:
+        return LossOutput.combine({"ce": (1.0, ce)})
+    if labels.dim() > 1:  # token labels: padding and prompts (−100) carry no teacher term
+        options = {**options, "mask": labels >= 0}
+    if "labels" in losses.options_of(divergence):
+        options = {**options, "labels": labels}
+    value = losses.get(divergence)(student.logits, teacher, temperature=temperature, **options)
+    return LossOutput.combine({"ce": (1.0 - alpha, ce), term: (alpha, value)})
