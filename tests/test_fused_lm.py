@@ -303,3 +303,23 @@ def test_bad_inputs_are_named():
         fused_lm_loss(hidden, weight, labels=labels, teacher=teacher[:-1])
     with pytest.raises(ValueError, match="beta must be in"):
         fused_lm_loss(hidden, weight, labels=labels, teacher=teacher, divergence="jsd", beta=2.0)
+
+
+def test_benchmark_paths_compute_the_same_loss():
+    """The benchmark's naive path (written like other toolkits') and the fused path agree,
+    and its inputs are a valid top-k (distinct ids per token)."""
+    from distil.bench import fused_loss
+
+    hidden, weight, labels, teacher = fused_loss.make_inputs(300, 16, 40, 8, seed=0)
+    assert all(len(set(row.tolist())) == 8 for row in teacher.indices)
+    naive_value = fused_loss.naive_loss(hidden, weight, labels, teacher)
+    want = torch.autograd.grad(naive_value, (hidden, weight))
+    fused_value = fused_loss.fused_loss(hidden, weight, labels, teacher)
+    got = torch.autograd.grad(fused_value, (hidden, weight))
+    torch.testing.assert_close(fused_value, naive_value)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    row = fused_loss.measure("fused", 300, 16, 40, 8, seed=0)
+    assert row["seconds"] > 0 and row["loss"] == pytest.approx(
+        float(naive_value.detach()), rel=1e-5
+    )

@@ -1,6 +1,6 @@
 """Benchmarks as code: each suite writes ``benchmarks/results/<suite>.json`` and a plot."""
 
-from distil.bench import classic, diswot, features, losses, overhead  # noqa: F401  (registers the suites)
+from distil.bench import classic, diswot, features, llm, losses, overhead  # noqa: F401  (registers the suites)
 from distil.bench.harness import (
     SUITES,
     SuiteResult,

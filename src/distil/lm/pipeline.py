@@ -24,7 +24,7 @@ from distil.eval.lm import LMValidator, lm_metrics
 from distil.eval.monitors import teacher_hacking_verdict
 from distil.lm.data import LMSplits, load_lm_data
 from distil.lm.resolve import build_lm
-from distil.lm.vocab import check_vocabularies, weights_fingerprint
+from distil.lm.vocab import check_vocabularies, shares_vocabulary, weights_fingerprint
 from distil.methods import build_method
 from distil.models.language_model import LanguageModel
 from distil.pipeline import RunResult, check_same_recipe
@@ -73,7 +73,10 @@ def run_lm(
     method = build_method(config.method)
     if method.needs_teacher and config.teacher is None:
         raise ConfigError(f"method.name: {config.method.name!r} needs a teacher section")
-    same_vocab = method.needs_same_vocabulary
+    # Teacher metrics (agreement, KL) need one vocabulary; seq_kd may run without it.
+    same_vocab = method.needs_same_vocabulary or (
+        config.teacher is not None and shares_vocabulary(config.teacher, data)
+    )
     cache = None
     live_teacher = live_model = None
     if config.teacher is not None:

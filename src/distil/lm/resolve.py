@@ -24,6 +24,14 @@ from distil.teachers.base import DTYPES
 
 log = logging.getLogger("distil")
 
+
+def quiet_transformers() -> None:
+    """No per-file progress bars from transformers when distil loads or saves models."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 BROWN_BPE = re.compile(r"brown-bpe-(\d+)")
 
 
@@ -57,6 +65,7 @@ def build_lm(
     """
     from distil.models.causal_lm import load_causal_lm
 
+    quiet_transformers()
     dtype = DTYPES[config.dtype]
     if config.model is not None:
         model = load_causal_lm(model_folder(config.model), dtype=dtype)

@@ -22,6 +22,15 @@ from distil.lm.config import LMModelConfig
 log = logging.getLogger("distil")
 
 
+def shares_vocabulary(teacher: LMModelConfig, data: Any) -> bool:
+    """Whether the teacher's tokenizer is the data's (tiny teachers are built on it)."""
+    try:
+        check_vocabularies(teacher, data, method="")
+    except ConfigError:
+        return False
+    return True
+
+
 def check_vocabularies(teacher: LMModelConfig, data: Any, *, method: str) -> None:
     """Refuse a teacher whose tokenizer is not the data's (the student's) tokenizer."""
     if teacher.model is None:

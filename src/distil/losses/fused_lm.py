@@ -122,7 +122,7 @@ def fused_lm_loss(
         weight.detach(),
         None if bias is None else bias.detach(),
         vocab=vocab,
-        labels=None if labels is None else labels.reshape(-1),
+        labels=None if labels is None else labels.reshape(-1).to(hidden.device),
         teacher=teacher,
         loss_function=loss_function,
         options={**divergence_options, "temperature": temperature},
@@ -296,8 +296,6 @@ class _ChunkWalk:
                 ce_chunk, kd_chunk = self._terms(logits, rows, scale)
                 ce_sum += ce_chunk
                 kd_sum += kd_chunk
-                if not any(self.wants):
-                    continue
                 grad_logits = logits  # _terms overwrote the logits with their gradient
                 if grad_hidden is not None:
                     grad_hidden.index_copy_(0, rows, (grad_logits @ head).to(grad_hidden.dtype))
@@ -305,6 +303,8 @@ class _ChunkWalk:
                     grad_weight[: self.vocab].addmm_(grad_logits.T, hidden_chunk)
                 if grad_bias is not None:
                     grad_bias[: self.vocab] += grad_logits.sum(0)
+                # Free the chunk now: rebinding ``logits`` on the next pass would hold two.
+                del logits, grad_logits, hidden_chunk
         grads = (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(self.weight.dtype),

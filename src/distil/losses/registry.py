@@ -54,6 +54,12 @@ def options_of(name: str) -> dict[str, object]:
     }
 
 
+def accepts(name: str, option: str) -> bool:
+    """Whether loss ``name`` takes keyword ``option`` (``tail`` only matters for sparse
+    teachers and only distribution losses have it)."""
+    return option in inspect.signature(LOSSES.get(name)).parameters
+
+
 def get(name: str) -> LossFunction:
     """The loss registered as ``name``; unknown names fail with the closest valid ones."""
     return LOSSES.get(name)

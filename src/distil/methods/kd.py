@@ -33,6 +33,11 @@ class KDConfig(MethodConfig):
     temperature: float = Field(4.0, gt=0.0, description="softening temperature T")
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight α of the distillation term")
     divergence: str = Field("forward_kl", description="registered loss used as D")
+    tail: Literal["renormalize", "residual"] = Field(
+        "renormalize",
+        description="with a cached top-k teacher: renormalise both on the top-k, or keep the "
+        "mass outside it as one more bucket (needs temperature 1)",
+    )
 
     @field_validator("divergence")
     @classmethod
@@ -80,6 +85,8 @@ class KD(Method):
         super().__init__(config)
         self.divergence = losses.get(config.divergence)
         self.options = config.divergence_options()
+        if losses.registry.accepts(config.divergence, "tail"):
+            self.options["tail"] = config.tail
 
     def loss(
         self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]

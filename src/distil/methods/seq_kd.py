@@ -2,8 +2,11 @@
 
 Instead of matching the teacher's distribution at every token, the student is fine-tuned
 with plain cross-entropy on the teacher's *outputs*: the teacher continues a prompt taken
-from each training block (greedy decoding — the paper's beam search approximates the same
-mode), and the student learns the continuation. Because what passes between them is text,
+from each training block, and the student learns the continuations. The paper decodes the
+teacher's mode (beam search; ``decoding: greedy`` here). A small teacher's mode is often a
+repetition loop, so by default the teacher *samples* ``samples_per_prompt`` continuations
+(sequence-level KD with sampled targets, as in later LLM work): the student then learns the
+teacher's distribution over sequences, and gets more text than the prompts alone. Because what passes between them is text,
 teacher and student may use different tokenizers: the teacher generates with its own, the
 student reads the text with its own. This is the method to use when the vocabulary check of
 token-level methods fails.
@@ -31,7 +34,12 @@ class SeqKDConfig(MethodConfig):
     name: Literal["seq_kd"] = "seq_kd"
     prompt_tokens: int = Field(16, ge=1, description="tokens of each block used as the prompt")
     new_tokens: int = Field(48, ge=1, description="tokens the teacher writes per prompt")
+    decoding: Literal["sample", "greedy"] = Field(
+        "sample", description="teacher sampling at T = 1, or its greedy mode (the paper)"
+    )
+    samples_per_prompt: int = Field(4, ge=1, description="continuations per prompt (sampling)")
     batch_size: int = Field(16, ge=1, description="prompts per generation call")
+    seed: int = 0
 
 
 @register_method
@@ -48,12 +56,16 @@ class SeqKD(Method):
         from distil.lm.generation import generate_continuations
 
         config = self.config
+        repeats = config.samples_per_prompt if config.decoding == "sample" else 1
         prompts = [
-            data.tokenizer.decode(row[: config.prompt_tokens]) for row in data.train.input_ids
+            data.tokenizer.decode(row[: config.prompt_tokens])
+            for row in data.train.input_ids
+            for _ in range(repeats)
         ]
         records = generate_continuations(
             teacher, teacher_tokenizer, prompts, run_dir / "generations",
             max_new_tokens=config.new_tokens, batch_size=config.batch_size,
+            do_sample=config.decoding == "sample", seed=config.seed,
         )  # fmt: skip
         pairs = [(r["prompt"], r["response"]) for r in records]
         block_size = data.train.block_size
