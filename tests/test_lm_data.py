@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import LM_DATA, lm_recipe
 from distil.config import parse_config
 from distil.data.text import IGNORE_INDEX, chat_blocks, pack_documents, prompt_response_blocks
 from distil.errors import ConfigError, DataError
@@ -16,8 +17,6 @@ from distil.lm.vocab import check_same_tokenizer
 from distil.models.causal_lm import load_tokenizer, tiny_causal_lm
 from distil.models.language_model import LanguageModel
 from distil.models.tokenizer import brown_tokenizer, vocab_fingerprint
-
-from conftest import LM_DATA, lm_recipe
 
 
 def test_packed_blocks_predict_the_next_token_and_never_mix_domains():
