@@ -64,6 +64,9 @@ class TeacherCache:
                 f"{teacher_fingerprint[:12]}…); rebuild it with `distil cache-teacher`"
             )
 
+    def has_split(self, name: str) -> bool:
+        return any(s.split == name for s in self.manifest.shards)
+
     def split(self, name: str) -> CachedTeacher:
         shards = [s for s in self.manifest.shards if s.split == name]
         if not shards:

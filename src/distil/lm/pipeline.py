@@ -130,6 +130,8 @@ def run_lm(
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
         test_teacher = live_teacher if same_vocab else None
+        if test_teacher is None and cache is not None and cache.has_split("test"):
+            test_teacher = cache.split("test")
         metrics = final_lm_metrics(config, data, student, test_teacher, run_dir, accelerator)
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["last"].update(step=result.steps)
