@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 LAUNCH_TWO = [
     "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
@@ -55,3 +56,38 @@ def test_two_processes_match_one(tiny_recipe, tmp_path):
     assert metrics_two["last"]["test"]["accuracy"] == pytest.approx(
         metrics_one["last"]["test"]["accuracy"], abs=0.01
     )
+
+
+@pytest.mark.slow
+def test_teacher_cache_sharded_over_two_processes_equals_one(tmp_path):
+    """`distil cache-teacher` under two processes: each rank writes its own shards, one
+    manifest is merged, and the cache serves the same top-k as a one-process cache."""
+    import yaml
+
+    from conftest import LM_DATA, lm_recipe
+    from distil.cache.reader import TeacherCache
+    from distil.data.datasets import in_order
+    from distil.lm.config import LMDataConfig
+    from distil.lm.data import load_lm_data
+
+    data = dict(LM_DATA, train_blocks=64)
+    teacher = {"tiny": {"hidden": 32, "layers": 1, "heads": 2, "seed": 3}}
+    recipe = lm_recipe(tmp_path, {"name": "kd", "temperature": 1.0}, data=data, teacher=teacher)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    for launcher, folder in (([], "one"), (LAUNCH_TWO, "two")):
+        result = subprocess.run(
+            [sys.executable, *launcher, "-m", "distil", "cache-teacher", str(path),
+             "--out", str(tmp_path / folder)],
+            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+            timeout=600,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+    one, two = TeacherCache(tmp_path / "one"), TeacherCache(tmp_path / "two")
+    assert {s.rank for s in two.manifest.shards} == {0, 1}
+    assert two.manifest.tokens("train") == one.manifest.tokens("train") == 64 * 32
+    blocks = load_lm_data(LMDataConfig(**data)).train
+    batch = next(iter(in_order(blocks, 64)))
+    a, b = one.split("train").signal(batch).logits, two.split("train").signal(batch).logits
+    assert torch.equal(a.indices, b.indices)
+    torch.testing.assert_close(a.logprobs, b.logprobs)
