@@ -147,3 +147,15 @@ def test_miniplm_refined_data_beats_a_random_subset_of_the_same_size(workdir):
         data=dict(LM_DATA, train_blocks=kept), train=steps,
     )  # fmt: skip
     assert perplexity(refined) < perplexity(random)
+
+
+def test_teacher_in_bfloat16_teaches_like_float32(workdir):
+    """The teacher may run in another dtype: its logits reach the loss in float32."""
+    method = {"name": "kd", "temperature": 1.0, "alpha": 1.0}
+    short = {**TRAIN, "max_steps": 30, "eval_every": 30, "checkpoint_every": 30}
+    teacher = lm_recipe(workdir, method)["teacher"]
+    fp32 = train(workdir, method, name="kd-fp32", train=short)
+    bf16 = train(
+        workdir, method, name="kd-bf16", train=short, teacher={**teacher, "dtype": "bfloat16"}
+    )
+    assert perplexity(bf16) == pytest.approx(perplexity(fp32), rel=0.05)

@@ -55,19 +55,7 @@ def run(
     ``data`` may be passed to share loaded splits between several runs (the demo does).
     """
     accelerator = accelerator or make_accelerator(config.train.mixed_precision)
-    run_dir = config.run_dir()
-    if not resume and has_checkpoint(run_dir / "checkpoints"):
-        raise ConfigError(
-            f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
-            "choose another output.dir"
-        )
-    if resume:
-        check_same_recipe(config, run_dir)
-    if data is not None and data.config is not None and data.config != config.data:
-        raise ConfigError(
-            "data: the splits passed to run() were loaded with another data section than the "
-            "recipe's; load them with load_data(config.data)"
-        )
+    run_dir = start_run(config, resume, data)
     data = data or load_data(config.data)
     teacher = build_teacher(config, data, accelerator)
     method = build_method(config.method)
@@ -113,6 +101,25 @@ def run(
             write_report([run_dir], run_dir / "report.html", title=config.name)
     accelerator.wait_for_everyone()
     return RunResult(run_dir=run_dir, metrics=metrics)
+
+
+def start_run(config, resume: bool, data=None) -> Path:
+    """The run folder, after refusing to overwrite a run without ``--resume``, to resume with
+    another recipe, or to train on splits loaded with another data section."""
+    run_dir = config.run_dir()
+    if not resume and has_checkpoint(run_dir / "checkpoints"):
+        raise ConfigError(
+            f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
+            "choose another output.dir"
+        )
+    if resume:
+        check_same_recipe(config, run_dir)
+    if data is not None and data.config is not None and data.config != config.data:
+        raise ConfigError(
+            "data: the splits passed in were loaded with another data section than the "
+            "recipe's; load them from the recipe's data section"
+        )
+    return run_dir
 
 
 #: Settings that may change between a run and its resumption (they do not affect results).

@@ -27,7 +27,7 @@ from distil.lm.resolve import build_lm
 from distil.lm.vocab import check_vocabularies, shares_vocabulary, weights_fingerprint
 from distil.methods import build_method
 from distil.models.language_model import LanguageModel
-from distil.pipeline import RunResult, check_same_recipe
+from distil.pipeline import RunResult, start_run
 from distil.teachers import ModuleTeacher
 from distil.teachers.base import DTYPES, Teacher
 from distil.train import Trainer
@@ -61,14 +61,7 @@ def run_lm(
 ) -> RunResult:
     """Train and evaluate an LM recipe; returns its folder and final metrics."""
     accelerator = accelerator or make_accelerator(config.train.mixed_precision)
-    run_dir = config.run_dir()
-    if not resume and has_checkpoint(run_dir / "checkpoints"):
-        raise ConfigError(
-            f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
-            "choose another output.dir"
-        )
-    if resume:
-        check_same_recipe(config, run_dir)
+    run_dir = start_run(config, resume, data)
     data = data or load_lm_data(config.data)
     method = build_method(config.method)
     if method.needs_teacher and config.teacher is None:
