@@ -84,7 +84,10 @@ def load_results(name: str, out: Path) -> list[Row]:
 
 
 def summary_table(rows: list[Row]) -> str:
-    """Markdown: one line per (task, method), one "mean ± std (over seeds)" column per metric."""
+    """Markdown: one line per (task, method), one "mean ± std (over seeds)" column per metric.
+
+    Rows that carry a ``step`` are points of a curve: plotted, not tabulated."""
+    rows = [row for row in rows if "step" not in row]
     metrics = list(dict.fromkeys(row["metric"] for row in rows))
     cells: dict[tuple[str, str], dict[str, list[float]]] = {}
     for row in rows:
