@@ -335,7 +335,7 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 def _plot_size_quality(axes, rows: list[Row]) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     perplexity = {r["method"]: r["value"] for r in rows if r["task"] == "cache" and r["metric"] == "perplexity"}  # fmt: skip
     size = {r["method"]: r for r in rows if r["metric"] == "bytes_per_token"}
@@ -347,12 +347,15 @@ def _plot_size_quality(axes, rows: list[Row]) -> None:
         axes.plot(xs, ys, marker="o", label=codec)
         for x, y, k in points:
             axes.annotate(f"k={k}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-    for name, style in (("kd (full logits)", "--"), ("supervised", ":")):
+    vocab = next((r["vocab_size"] for r in rows if r["task"] == "cache"), None)
+    dense = f", {2 * vocab:,} B/token at fp16" if vocab else ""
+    for name, style, note in (("kd (full logits)", "--", dense), ("supervised", ":", "")):
         if name in perplexity:
             axes.axhline(perplexity[name], linestyle=style, color="grey",
-                         label=f"{name}: {perplexity[name]:.4g}")  # fmt: skip
+                         label=f"{name}{note}: ppl {perplexity[name]:.4g}")  # fmt: skip
     teacher = next((r for r in rows if r["metric"] == "perplexity" and r["method"].startswith("teacher")), None)  # fmt: skip
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel("cache bytes per token (shards on disk)")
