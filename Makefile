@@ -41,6 +41,8 @@ bench: $(STAMP) assets
 	$(BIN)/distil bench losses
 	$(BIN)/distil bench diswot
 	$(BIN)/distil bench features
+	$(BIN)/distil bench llm
+	$(BIN)/distil bench hacking
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
