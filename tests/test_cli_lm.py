@@ -65,3 +65,16 @@ def test_demo_llm_quick(tmp_path):
     assert "SmolLM2-135M is too slow" in result.output
     rows = json.loads((tmp_path / "metrics.json").read_text())["rows"]
     assert all(r["perplexity"] > 1 for r in rows)
+
+
+def test_eval_rescores_an_lm_run(tmp_path):
+    train = {"max_steps": 6, "batch_size": 8, "eval_every": 6, "checkpoint_every": 6,
+             "progress": False}  # fmt: skip
+    recipe = lm_recipe(tmp_path, {"name": "supervised"}, teacher=None, train=train,
+                       data=dict(LM_DATA, train_blocks=16))  # fmt: skip
+    assert runner.invoke(app, ["train", write_recipe(tmp_path, recipe)]).exit_code == 0
+    result = runner.invoke(app, ["eval", str(tmp_path / "supervised")])
+    assert result.exit_code == 0, result.output
+    rescored = json.loads(result.output)
+    saved = json.loads((tmp_path / "supervised" / "metrics.json").read_text())
+    assert rescored["perplexity"] == pytest.approx(saved["last"]["test"]["perplexity"], rel=1e-5)
