@@ -78,7 +78,7 @@ def run_llm_demo(out: Path, *, quick: bool = False) -> LLMDemoResult:
         })  # fmt: skip
         teacher_row = teacher_row or result.metrics.get("teacher")
     if teacher_row is not None:
-        rows.insert(0, {"method": "teacher", "teacher": "-", "perplexity": teacher_row["perplexity"],
+        rows.insert(0, {"method": "teacher", "teacher": "-", "perplexity": teacher_row["test"]["perplexity"],
                         "top1_agreement": 1.0, "teacher_kl": 0.0, "seconds": None})  # fmt: skip
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps({

@@ -129,8 +129,8 @@ def run_lm(
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["last"].update(step=result.steps)
         metrics["teacher"] = (
-            lm_metrics(live_model, data.test, batch_size=config.eval.batch_size,
-                       device=accelerator.device)
+            {"test": lm_metrics(live_model, data.test, batch_size=config.eval.batch_size,
+                                device=accelerator.device)}
             if live_model is not None and same_vocab else None
         )  # fmt: skip
         metrics["teacher_hacking"] = teacher_hacking_verdict(
@@ -139,6 +139,10 @@ def run_lm(
         write_json(run_dir / "metrics.json", metrics)
         student.hf.save_pretrained(run_dir / "student")
         data.tokenizer.save_pretrained(run_dir / "student")
+        if config.output.report:
+            from distil.report import write_report  # matplotlib only when a report is asked for
+
+            write_report([run_dir], run_dir / "report.html", title=config.name)
     accelerator.wait_for_everyone()
     return RunResult(run_dir=run_dir, metrics=metrics)
 

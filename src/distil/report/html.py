@@ -34,6 +34,8 @@ _TABLE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("nll", "NLL"),
     ("teacher_kl", "KL(teacher ‖ student)"),
     ("best_val_accuracy", "accuracy at best validation step"),
+    ("perplexity", "perplexity"),
+    ("top1_agreement", "top-1 agreement"),
 )
 
 
@@ -133,17 +135,19 @@ def write_report(run_dirs: Sequence[str | Path], out_path: str | Path, title: st
     runs = [load_run(run_dir) for run_dir in run_dirs]
     labels = _unique_labels(runs)
     rows = summary_rows(runs)
+    # Only the columns some run reports: classifiers have no perplexity, LMs no accuracy.
+    columns = [(k, h) for k, h in _TABLE_COLUMNS if any(row.get(k) is not None for row in rows)]
     table_rows = [
         {
             "method": row["method"],
             "n_seeds": row["n_seeds"],
-            "cells": [format_cell(row, key) for key, _ in _TABLE_COLUMNS],
+            "cells": [format_cell(row, key) for key, _ in columns],
         }
         for row in rows
     ]
     html = _load_template().render(
         title=title,
-        headings=[heading for _, heading in _TABLE_COLUMNS],
+        headings=[heading for _, heading in columns],
         table_rows=table_rows,
         figures=_figures(runs, labels, rows),
         runs=[_run_section(run, label) for run, label in zip(runs, labels, strict=True)],

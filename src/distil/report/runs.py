@@ -23,7 +23,9 @@ from distil.eval.aggregate import mean_std
 __all__ = ["SUMMARY_METRICS", "RunRecord", "load_run", "nested_get", "summary_rows"]
 
 #: Test metrics summarised per method, taken from ``metrics.json`` → ``last.test``.
-SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "ece", "agreement", "nll", "teacher_kl")
+SUMMARY_METRICS: tuple[str, ...] = (
+    "accuracy", "ece", "agreement", "nll", "teacher_kl", "perplexity", "top1_agreement",
+)  # fmt: skip
 
 
 @dataclass
