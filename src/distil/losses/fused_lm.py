@@ -28,7 +28,7 @@ from torch import Tensor
 
 from distil.errors import ConfigError, ShapeError
 from distil.losses import chunked, registry
-from distil.losses.sparse import TopK
+from distil.losses.sparse import TopK, log_residual
 from distil.registry import did_you_mean
 
 #: Logits per token chunk when ``chunk_tokens`` is not given (64 Mi elements, 256 MiB of
@@ -333,12 +333,20 @@ class _ChunkWalk:
             block = slice(start, start + block_rows)
             student = logits[block].detach().requires_grad_(needs_grad)  # (b, V')
             terms = []  # the weighted terms that carry a gradient
-            if labels is not None:
+            if isinstance(teacher, TopK) and self.sparse_support:
+                ce, kd = self._support_terms(student, teacher, labels, block, needs_grad)
+                with torch.set_grad_enabled(needs_grad):
+                    if ce is not None:
+                        terms += [self.ce_weight * ce] if ce.requires_grad else []
+                        ce_total += ce.detach()
+                    terms += [self.kd_weight * kd] if kd.requires_grad else []
+                kd_total += kd.detach()
+            elif labels is not None:
                 with torch.set_grad_enabled(needs_grad and self.ce_weight != 0):
                     ce = F.cross_entropy(student, labels[block], reduction="sum")
                     terms += [self.ce_weight * ce] if ce.requires_grad else []
                 ce_total += ce.detach()
-            if teacher is not None:
+            if teacher is not None and not (isinstance(teacher, TopK) and self.sparse_support):
                 with torch.set_grad_enabled(needs_grad and self.kd_weight != 0):
                     kd = self._kd(student, teacher, labels, block)
                     terms += [self.kd_weight * kd] if kd.requires_grad else []
@@ -352,6 +360,49 @@ class _ChunkWalk:
             else:  # every term has weight 0
                 logits[block] = 0.0
         return ce_total, kd_total
+
+    @property
+    def sparse_support(self) -> bool:
+        """A top-k teacher and a distribution loss (reads no labels): both terms can come
+        from the student's k + 1 gathered logits and one normaliser (:meth:`_support_terms`)."""
+        return not self.reads_labels and "tail" in inspect.signature(self.loss_function).parameters
+
+    def _support_terms(
+        self, student: Tensor, teacher: TopK, labels: Tensor | None, block: slice, needs_grad: bool
+    ) -> tuple[Tensor | None, Tensor]:
+        """CE and a distribution loss to a top-k teacher from the gathered logits alone.
+
+        A distribution loss to a top-k teacher reads the student only on the teacher's support:
+        renormalised there (nothing else needed), or with the rest as one bucket (then also the
+        full normaliser, which the cross-entropy computes anyway). So the loss is called on a
+        ``(b, k)`` / ``(b, k + 1)`` stand-in for the student — its logits on the support, or its
+        normalised log-probabilities on the support plus the tail bucket — with the support
+        renumbered 0…k−1; the value and the gradients are the catalogue loss's own, and the
+        whole block costs one log-sum-exp over the vocabulary instead of two log-softmaxes.
+        """
+        indices, teacher_lp = teacher.indices[block], teacher.logprobs[block]
+        tail = self.options.get("tail", "renormalize")
+        with torch.set_grad_enabled(needs_grad):
+            wanted = indices if labels is None else torch.cat([labels[block, None], indices], -1)
+            picked = student.gather(-1, wanted)
+            support = picked if labels is None else picked[:, 1:]
+            needs_normaliser = labels is not None or tail == "residual"
+            lse = torch.logsumexp(student, dim=-1) if needs_normaliser else None
+            ce = None if labels is None else (lse - picked[:, 0]).sum()
+            if tail == "residual":
+                if self.options.get("temperature", 1.0) != 1.0:
+                    raise ValueError("tail='residual' needs temperature=1")
+                support = support - lse[:, None]
+                support = torch.cat([support, log_residual(support)], dim=-1)
+            renumbered = torch.arange(indices.shape[-1], device=indices.device).expand_as(indices)
+            kd = self.loss_function(
+                support, TopK(renumbered, teacher_lp), reduction="sum", **self.options
+            )
+        if ce is not None and not (needs_grad and self.ce_weight != 0):
+            ce = ce.detach()
+        if not (needs_grad and self.kd_weight != 0):
+            kd = kd.detach()
+        return ce, kd
 
     def _kd(self, student: Tensor, teacher: Tensor | TopK, labels: Tensor | None, block: slice) -> Tensor:  # fmt: skip
         """The catalogue loss summed over one block of rows."""

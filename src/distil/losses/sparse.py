@@ -98,12 +98,17 @@ def sparse_logprob_rows(
             f"sparse teacher indices range over [{int(indices.min())}, {int(indices.max())}] "
             f"but the student has {vocab} classes (vocabulary mismatch?)"
         )
-    student_full = torch.log_softmax(student_rows / temperature, dim=-1)
-    student_topk = student_full.gather(-1, indices)
+    # Gather first: renormalising on the support needs only the k gathered logits, and the
+    # residual bucket only the full normaliser (one reduction) — never a (m, V) log-softmax,
+    # which would cost as much as the cross-entropy it sits beside.
+    student_topk = student_rows.gather(-1, indices)
+    if temperature != 1.0:
+        student_topk = student_topk / temperature
     if tail == "renormalize":
         student = student_topk - torch.logsumexp(student_topk, dim=-1, keepdim=True)
         teacher = torch.log_softmax(teacher_logprobs / temperature, dim=-1)
         return student, teacher
+    student_topk = student_topk - torch.logsumexp(student_rows, dim=-1, keepdim=True)
     student = torch.cat([student_topk, log_residual(student_topk)], dim=-1)
     with torch.no_grad():  # the sparse teacher is a fixed target
         teacher = torch.cat([teacher_logprobs, log_residual(teacher_logprobs)], dim=-1)
