@@ -35,6 +35,8 @@ test: $(STAMP) assets
 test-fast: $(STAMP) assets
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m "not slow"
 
+# Passive OpenMP waiting: spinning threads slow everything 10x when the cores are shared.
+bench: export OMP_WAIT_POLICY = PASSIVE
 bench: $(STAMP) assets
 	$(BIN)/distil bench classic
 	$(BIN)/distil bench overhead

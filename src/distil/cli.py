@@ -213,7 +213,10 @@ def search(
 @_friendly_errors
 def bench(
     suite: Annotated[
-        str, typer.Argument(help="benchmark suite: classic | overhead | losses | diswot")
+        str,
+        typer.Argument(
+            help="benchmark suite: classic | overhead | losses | diswot | features | llm | hacking"
+        ),
     ],
     out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),
     quick: Annotated[bool, typer.Option(help="a small version, to check the suite runs")] = False,

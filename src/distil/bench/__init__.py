@@ -1,7 +1,13 @@
 """Benchmarks as code: each suite writes ``benchmarks/results/<suite>.json`` and a plot."""
 
 from distil.bench import (  # noqa: F401  (registers the suites)
-    classic, diswot, features, hacking, llm, losses, overhead,
+    classic,
+    diswot,
+    features,
+    hacking,
+    llm,
+    losses,
+    overhead,
 )  # fmt: skip
 from distil.bench.harness import (
     SUITES,

@@ -35,7 +35,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "JSD(0.5)": ("cache", [*CACHED, "method.divergence=jsd", "method.beta=0.5"]),
     "TAID": ("cache", [*CACHED, "method={name: taid, alpha: 0.5}"]),
     "forward KL (live)": ("live", LIVE),
-    "GKD (on-policy)": ("live", [*LIVE, "method={name: gkd, prompt_tokens: 16, new_tokens: 48}"]),
+    "GKD (on-policy)": ("live", [*LIVE, "method={name: gkd, prompt_tokens: 16, new_tokens: 32}"]),
 }
 QUICK = ["train.max_steps=40", "train.eval_every=20", "train.checkpoint_every=40",
          "teacher.pretrain.steps=100", "data.eval_blocks=32"]  # fmt: skip
