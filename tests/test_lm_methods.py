@@ -66,7 +66,9 @@ def test_word_level_methods_beat_the_student_alone(workdir, alone, method):
     assert perplexity(result) < 0.9 * alone
     test = result.metrics["last"]["test"]
     assert test["top1_agreement"] > 0.05 and test["teacher_kl"] > 0
-    assert result.metrics["teacher"]["test"]["perplexity"] < perplexity(result)  # the teacher is better
+    assert result.metrics["teacher"]["test"]["perplexity"] < perplexity(
+        result
+    )  # the teacher is better
 
 
 def test_kd_from_the_cache_beats_the_student_alone_without_a_teacher_in_memory(workdir, alone):
