@@ -161,3 +161,25 @@ def test_teacher_in_bfloat16_teaches_like_float32(workdir):
         workdir, method, name="kd-bf16", train=short, teacher={**teacher, "dtype": "bfloat16"}
     )
     assert perplexity(bf16) == pytest.approx(perplexity(fp32), rel=0.05)
+
+
+def test_seq_kd_works_across_tokenizers_where_word_level_kd_is_refused(workdir, lm_data):
+    """A teacher with its own tokenizer (512 tokens) and a student on another (640):
+    token-level KD is refused by the vocabulary check, sequence-level KD trains."""
+    from conftest import LM_TEACHER
+    from distil.lm.config import LMModelConfig
+    from distil.lm.resolve import pretrained_folder
+
+    folder = pretrained_folder(
+        LMModelConfig(**LM_TEACHER), lm_data.tokenizer, lm_data.teacher_train, "teacher"
+    )
+    other = dict(FEW, tokenizer="brown-bpe-640")
+    teacher = {"model": str(folder)}
+    with pytest.raises(ConfigError, match="seq_kd"):
+        train(workdir, {"name": "kd", "temperature": 1.0}, name="kd-x", data=other, teacher=teacher)
+    method = {"name": "seq_kd", "prompt_tokens": 8, "new_tokens": 24, "samples_per_prompt": 2}
+    result = train(workdir, method, name="seq-kd-x", data=other, teacher=teacher)
+    generated = (result.run_dir / "generations" / "part-00000.jsonl").read_text().splitlines()
+    assert len(generated) == 64 and result.metrics["teacher"] is None  # no shared vocabulary
+    alone_other = train(workdir, {"name": "supervised"}, name="alone-x", data=other, teacher=None)
+    assert perplexity(result) < 0.9 * perplexity(alone_other)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,56 @@ def build_live_teacher(
     return ModuleTeacher(model, teacher_device, DTYPES[config.teacher.dtype]), model
 
 
+@dataclass
+class LMTeachers:
+    """Which teacher serves which purpose in one run (any may be None)."""
+
+    train: Teacher | None  # the training signal: the cache's train split, or the live model
+    val: Teacher | None  # validation agreement/KL: live, else the cache's val split
+    test: Teacher | None  # final test metrics: live, else the cache's test split if cached
+    model: LanguageModel | None  # the live teacher's model, when loaded
+    same_vocabulary: bool
+
+
+def resolve_teachers(
+    config: LMRunConfig, data: LMSplits, method: Any, accelerator: Accelerator
+) -> LMTeachers:
+    """Load the live teacher only where needed (on-policy methods, live training, live
+    evaluation) and check a cache against the run's tokenizer and, when loaded, teacher."""
+    # Teacher metrics (agreement, KL) need one vocabulary; seq_kd may run without it.
+    same_vocab = method.needs_same_vocabulary or (
+        config.teacher is not None and shares_vocabulary(config.teacher, data)
+    )
+    cache = live = model = None
+    if config.teacher is not None:
+        if config.teacher.cache:
+            cache = TeacherCache(config.teacher.cache)
+            cache.check_matches(tokenizer_fingerprint=data.fingerprint, teacher_fingerprint=None)
+        wants_live = config.teacher.cache is None or config.teacher.live_eval
+        if method.needs_live_teacher or (wants_live and same_vocab):
+            live, model = build_live_teacher(
+                config, data, accelerator.device, required_same_vocab=same_vocab
+            )
+            if cache is not None:
+                cache.check_matches(
+                    tokenizer_fingerprint=data.fingerprint,
+                    teacher_fingerprint=weights_fingerprint(model),
+                )
+    if method.needs_live_teacher and live is None:
+        raise ConfigError(f"method.name: {config.method.name!r} needs a live teacher")
+
+    def cached(split: str) -> Teacher | None:
+        return cache.split(split) if cache is not None and cache.has_split(split) else None
+
+    return LMTeachers(
+        train=cached("train") if cache is not None else live,
+        val=(live or cached("val")) if same_vocab else None,
+        test=(live or cached("test")) if same_vocab else None,
+        model=model,
+        same_vocabulary=same_vocab,
+    )
+
+
 def run_lm(
     config: LMRunConfig,
     *,
@@ -66,36 +117,11 @@ def run_lm(
     method = build_method(config.method)
     if method.needs_teacher and config.teacher is None:
         raise ConfigError(f"method.name: {config.method.name!r} needs a teacher section")
-    # Teacher metrics (agreement, KL) need one vocabulary; seq_kd may run without it.
-    same_vocab = method.needs_same_vocabulary or (
-        config.teacher is not None and shares_vocabulary(config.teacher, data)
-    )
-    cache = None
-    live_teacher = live_model = None
-    if config.teacher is not None:
-        if config.teacher.cache:
-            cache = TeacherCache(config.teacher.cache)
-            cache.check_matches(tokenizer_fingerprint=data.fingerprint, teacher_fingerprint=None)
-        wants_live = config.teacher.cache is None or config.teacher.live_eval
-        if method.needs_live_teacher or (wants_live and same_vocab):
-            live_teacher, live_model = build_live_teacher(
-                config, data, accelerator.device, required_same_vocab=same_vocab
-            )
-            if cache is not None:
-                cache.check_matches(
-                    tokenizer_fingerprint=data.fingerprint,
-                    teacher_fingerprint=weights_fingerprint(live_model),
-                )
-    if method.needs_live_teacher and live_teacher is None:
-        raise ConfigError(f"method.name: {config.method.name!r} needs a live teacher")
-    train_teacher: Teacher | None = cache.split("train") if cache is not None else live_teacher
-    eval_teacher: Teacher | None = live_teacher
-    if eval_teacher is None and cache is not None:
-        eval_teacher = cache.split("val")
+    teachers = resolve_teachers(config, data, method, accelerator)
     if hasattr(method, "prepare_lm_data"):  # the method rewrites the training data first
         data = prepare_method_data(config, method, data, run_dir, accelerator)
-    if hasattr(method, "attach_teacher") and train_teacher is not None:
-        method.attach_teacher(train_teacher, data)
+    if hasattr(method, "attach_teacher") and teachers.train is not None:
+        method.attach_teacher(teachers.train, data)
     oracle = None
     if config.eval.oracle is not None:
         oracle_model = build_lm(config.eval.oracle, data.tokenizer, role="eval.oracle")
@@ -110,11 +136,11 @@ def run_lm(
     started = time.perf_counter()
     trainer = Trainer(
         student, method, train_data=data.train, val_data=data.val, config=config.train,
-        output_dir=run_dir, teacher=train_teacher if method.needs_teacher else None,
+        output_dir=run_dir, teacher=teachers.train if method.needs_teacher else None,
         select_metric=config.eval.select_metric, eval_batch_size=config.eval.batch_size,
         accelerator=accelerator,
         validator=LMValidator(
-            data.val, eval_teacher if same_vocab else None,
+            data.val, teachers.val,
             batch_size=config.eval.batch_size, oracle=oracle,
             hacking_window=config.eval.hacking_window,
         ),
@@ -122,16 +148,13 @@ def run_lm(
     result = trainer.fit(resume=resume)
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
-        test_teacher = live_teacher if same_vocab else None
-        if test_teacher is None and cache is not None and cache.has_split("test"):
-            test_teacher = cache.split("test")
-        metrics = final_lm_metrics(config, data, student, test_teacher, run_dir, accelerator)
+        metrics = final_lm_metrics(config, data, student, teachers.test, run_dir, accelerator)
         metrics["train_seconds"] = time.perf_counter() - started
         metrics["last"].update(step=result.steps)
         metrics["teacher"] = (
-            {"test": lm_metrics(live_model, data.test, batch_size=config.eval.batch_size,
+            {"test": lm_metrics(teachers.model, data.test, batch_size=config.eval.batch_size,
                                 device=accelerator.device)}
-            if live_model is not None and same_vocab else None
+            if teachers.model is not None and teachers.same_vocabulary else None
         )  # fmt: skip
         metrics["teacher_hacking"] = teacher_hacking_verdict(
             run_dir / "metrics.jsonl", window=config.eval.hacking_window
