@@ -44,11 +44,11 @@ def build_live_teacher(
 ) -> tuple[ModuleTeacher, LanguageModel]:
     """The recipe's teacher loaded and frozen, after the vocabulary check."""
     assert config.teacher is not None
+    if required_same_vocab:  # before loading: the check explains what a shape error would not
+        check_vocabularies(config.teacher, data, method=config.method.name)
     model = build_lm(
         config.teacher, data.tokenizer, role="teacher", pretrain_data=data.teacher_train
     )
-    if required_same_vocab:
-        check_vocabularies(config.teacher, data, method=config.method.name)
     teacher_device = config.teacher.device or device
     return ModuleTeacher(model, teacher_device, DTYPES[config.teacher.dtype]), model
 
