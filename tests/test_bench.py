@@ -11,7 +11,9 @@ from distil.errors import DataError
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("suite", ["overhead", "classic", "losses", "diswot", "features"])
+@pytest.mark.parametrize(
+    "suite", ["overhead", "classic", "losses", "diswot", "features", "hacking"]
+)
 def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
     result = run_suite(suite, tmp_path, quick=True)
     payload = json.loads((tmp_path / f"{suite}.json").read_text())
@@ -26,6 +28,10 @@ def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
         ratios = {r["method"]: r["value"] for r in result.rows if r["metric"] == "step_time_ratio"}
         assert ratios["supervised"] == 1.0
         assert set(ratios) == {"supervised", "kd (live teacher)", "kd (precomputed teacher)"}
+    if suite == "hacking":
+        curves = [r for r in result.rows if r["metric"] == "curve_oracle_kl"]
+        assert len({r["step"] for r in curves}) >= 3  # one point per evaluation
+        assert "curve_oracle_kl" not in result.table  # curves are plotted, not tabulated
 
 
 def test_missing_results_are_named(tmp_path):
