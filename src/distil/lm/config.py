@@ -115,7 +115,10 @@ class CacheConfig(BaseModel):
     dir: str = Field("runs/{name}/teacher-cache", description="cache folder ({name} filled in)")
     k: int = Field(64, ge=1, description="log-probs kept per token")
     codec: Literal["plain", "compact"] = "compact"
-    splits: list[Literal["train", "val", "test"]] = Field(default_factory=lambda: ["train", "val"])
+    splits: list[Literal["train", "val", "test"]] = Field(
+        default_factory=lambda: ["train", "val", "test"],
+        description="splits to cache; val and test let a cache-only run report agreement",
+    )
     shard_tokens: int = Field(1 << 16, ge=1, description="tokens per shard file")
     batch_size: int = Field(8, ge=1, description="blocks per teacher forward pass")
 
