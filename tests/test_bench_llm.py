@@ -29,3 +29,5 @@ def test_quick_llm_suite(tmp_path):
     for k in {k for _, k in size}:
         assert size["compact", k] < size["plain", k]
     assert {r["teacher"] for r in rows if r["task"] == "cache"} == {"tiny (pretrained here)"}
+    mass = {r["k"]: r["value"] for r in rows if r["metric"] == "topk_mass"}
+    assert 0 < mass[8] < mass[64] <= 1  # more of the teacher's mass in a larger top-k

@@ -12,7 +12,8 @@ the same run.
   tail mass as a (k+1)-th bucket) from each cache, one from the full log-probs, and one with
   cross-entropy alone, all from the same initialisation on the same batches. Rows:
   ``bytes_per_token`` (shard bytes on disk / cached tokens; ``record_bytes`` beside it), test
-  ``perplexity``, and ``ppl_gap`` = (ppl_cache − ppl_full) / ppl_full.
+  ``perplexity``, and ``ppl_gap`` = (ppl_cache − ppl_full) / ppl_full; ``topk_mass``: the
+  mean share of the teacher's probability its top-k holds.
 * **Caching throughput** (task ``cache-throughput``) — tokens/s of ``cache_teacher`` (live
   teacher, compact, k = 64) over tokens/s of the teacher's bare forward pass on the same
   blocks and batch size, alternated and repeated: ``cache_throughput_ratio``.
@@ -197,7 +198,21 @@ def quality_rows(
         rows.append({**row, "metric": "ppl_gap", "value": (perplexity[name] - full) / full})
         rows.append({**row, "metric": "bytes_per_token", "value": cache.bytes_per_token})
         rows.append({**row, "metric": "record_bytes", "value": float(cache.record_bytes)})
+    for k in sorted({k for _, k in caches}):
+        rows.append({**base, "method": f"teacher top-{k}", "k": k, "metric": "topk_mass",
+                     "value": topk_mass(dense, k)})  # fmt: skip
     return rows
+
+
+def topk_mass(dense: DenseTeacher, k: int, chunk: int = 16) -> float:
+    """Mean share of the teacher's probability its top-``k`` tokens hold (what a top-k cache
+    keeps exactly; the rest survives only as one tail bucket)."""
+    total, count = 0.0, 0
+    for start in range(0, len(dense.logprobs), chunk):
+        logprobs = dense.logprobs[start : start + chunk].float()
+        total += float(logprobs.topk(k, dim=-1).values.exp().sum(-1).sum())
+        count += logprobs.shape[0] * logprobs.shape[1]
+    return total / max(count, 1)
 
 
 def throughput_rows(
