@@ -12,11 +12,12 @@ a sliding window and fires when the first slopes down and the second up, each by
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from distil.jsonl import read_json_lines
 
 log = logging.getLogger("distil")
 
@@ -67,12 +68,11 @@ class TeacherHackingMonitor:
 
 def teacher_hacking_verdict(metrics_jsonl: Path, *, window: int = 4) -> dict[str, Any] | None:
     """Replay a run's validation rows through the monitor; None without an oracle."""
-    rows = []
-    if metrics_jsonl.is_file():
-        for line in metrics_jsonl.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("kind") == "eval" and "oracle_kl" in row and "teacher_kl" in row:
-                rows.append(row)
+    rows = [
+        row
+        for row in (read_json_lines(metrics_jsonl) if metrics_jsonl.is_file() else [])
+        if row.get("kind") == "eval" and "oracle_kl" in row and "teacher_kl" in row
+    ]
     if not rows:
         return None
     monitor = TeacherHackingMonitor(window=window)

@@ -8,7 +8,6 @@ cache checks.
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 
 from distil.data.text import TokenBlocks, chat_blocks, pack_documents
 from distil.errors import DataError
+from distil.jsonl import json_lines
 from distil.lm.config import LMDataConfig
 from distil.lm.resolve import resolve_tokenizer
 from distil.models.tokenizer import vocab_fingerprint
@@ -128,22 +128,13 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataError(f"data.path: {path} does not exist")
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict) or not (
-                isinstance(record.get("text"), str) or _is_chat(record)
-            ):
-                raise DataError(
-                    f"{path}:{number}: expected an object with 'text', 'messages', or "
-                    "'prompt' and 'response'"
-                )
-            records.append(record)
+    for number, record in json_lines(path):
+        if not (isinstance(record.get("text"), str) or _is_chat(record)):
+            raise DataError(
+                f"{path}:{number}: expected an object with 'text', 'messages', or "
+                "'prompt' and 'response'"
+            )
+        records.append(record)
     if not records:
         raise DataError(f"{path}: no records")
     return records

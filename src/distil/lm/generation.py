@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from distil.errors import DataError
+from distil.jsonl import read_json_lines
 from distil.models.language_model import LanguageModel
 
 
@@ -42,7 +43,7 @@ def generate_continuations(
         path = out_dir / f"part-{part:05d}.jsonl"
         chunk = prompts[start : start + part_size]
         if path.is_file():
-            done = read_part(path)
+            done = read_json_lines(path)
             if [r["prompt"] for r in done] != chunk:
                 raise DataError(f"{path}: holds other prompts; delete {out_dir} to regenerate")
             records += done
@@ -84,10 +85,3 @@ def write_part(path: Path, records: list[dict]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-
-
-def read_part(path: Path) -> list[dict]:
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    except json.JSONDecodeError as error:
-        raise DataError(f"{path}: corrupt generated part ({error.msg}); delete it") from None

@@ -19,6 +19,7 @@ import yaml
 
 from distil.errors import DataError
 from distil.eval.aggregate import mean_std
+from distil.jsonl import read_json_lines
 
 __all__ = ["SUMMARY_METRICS", "RunRecord", "load_run", "nested_get", "summary_rows"]
 
@@ -103,21 +104,7 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def _read_history(path: Path) -> list[dict[str, Any]]:
     # A run that logged nothing (or whose log was deleted) still has final metrics to report.
-    if not path.is_file():
-        return []
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}:{line_number}: invalid JSON: {error.msg}") from error
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{line_number}: expected a JSON object per line")
-            rows.append(row)
-    return rows
+    return read_json_lines(path) if path.is_file() else []
 
 
 def load_run(run_dir: str | Path) -> RunRecord:
