@@ -127,6 +127,11 @@ def fused_lm_loss(
         loss_function=loss_function,
         options={**divergence_options, "temperature": temperature},
         reads_labels=reads_labels,
+        # A top-k teacher and a distribution loss (reads no labels): both terms can come from
+        # the student's k + 1 gathered logits and one normaliser (``_support_terms``).
+        sparse_support=isinstance(teacher, TopK)
+        and not reads_labels
+        and registry.accepts(divergence, "tail"),
         ce_weight=ce_weight,
         kd_weight=kd_weight if teacher is not None else 0.0,
         wants=wants,
@@ -262,6 +267,7 @@ class _ChunkWalk:
     loss_function: registry.LossFunction
     options: dict[str, object]  # the loss's keywords, temperature included
     reads_labels: bool
+    sparse_support: bool
     ce_weight: float
     kd_weight: float
     wants: tuple[bool, ...]  # gradients for (hidden, weight, bias)
@@ -333,7 +339,7 @@ class _ChunkWalk:
             block = slice(start, start + block_rows)
             student = logits[block].detach().requires_grad_(needs_grad)  # (b, V')
             terms = []  # the weighted terms that carry a gradient
-            if isinstance(teacher, TopK) and self.sparse_support:
+            if self.sparse_support:
                 ce, kd = self._support_terms(student, teacher, labels, block, needs_grad)
                 with torch.set_grad_enabled(needs_grad):
                     if ce is not None:
@@ -346,7 +352,7 @@ class _ChunkWalk:
                     ce = F.cross_entropy(student, labels[block], reduction="sum")
                     terms += [self.ce_weight * ce] if ce.requires_grad else []
                 ce_total += ce.detach()
-            if teacher is not None and not (isinstance(teacher, TopK) and self.sparse_support):
+            if teacher is not None and not self.sparse_support:
                 with torch.set_grad_enabled(needs_grad and self.kd_weight != 0):
                     kd = self._kd(student, teacher, labels, block)
                     terms += [self.kd_weight * kd] if kd.requires_grad else []
@@ -360,12 +366,6 @@ class _ChunkWalk:
             else:  # every term has weight 0
                 logits[block] = 0.0
         return ce_total, kd_total
-
-    @property
-    def sparse_support(self) -> bool:
-        """A top-k teacher and a distribution loss (reads no labels): both terms can come
-        from the student's k + 1 gathered logits and one normaliser (:meth:`_support_terms`)."""
-        return not self.reads_labels and "tail" in inspect.signature(self.loss_function).parameters
 
     def _support_terms(
         self, student: Tensor, teacher: TopK, labels: Tensor | None, block: slice, needs_grad: bool
