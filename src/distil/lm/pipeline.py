@@ -119,7 +119,7 @@ def run_lm(
         raise ConfigError(f"method.name: {config.method.name!r} needs a teacher section")
     teachers = resolve_teachers(config, data, method, accelerator)
     if hasattr(method, "prepare_lm_data"):  # the method rewrites the training data first
-        data = prepare_method_data(config, method, data, run_dir, accelerator)
+        data = prepare_method_data(config, method, data, run_dir, accelerator, teachers.model)
     if hasattr(method, "attach_teacher") and teachers.train is not None:
         method.attach_teacher(teachers.train, data)
     oracle = None
@@ -171,10 +171,16 @@ def run_lm(
 
 
 def prepare_method_data(
-    config: LMRunConfig, method: Any, data: LMSplits, run_dir: Path, accelerator: Accelerator
+    config: LMRunConfig,
+    method: Any,
+    data: LMSplits,
+    run_dir: Path,
+    accelerator: Accelerator,
+    loaded: LanguageModel | None = None,
 ) -> LMSplits:
     """Let a data-rewriting method (sequence-level KD, MiniPLM) build its training split with
-    the teacher, which needs its own tokenizer for generation (it may differ from the data's)."""
+    the teacher, which needs its own tokenizer for generation (it may differ from the data's).
+    ``loaded`` is the live teacher when the run already holds it (it is not loaded twice)."""
     from distil.lm.resolve import model_folder
     from distil.models.causal_lm import load_tokenizer
 
@@ -185,10 +191,12 @@ def prepare_method_data(
         if config.teacher.model
         else data.tokenizer
     )
-    model = build_lm(
-        config.teacher, teacher_tokenizer, role="teacher", pretrain_data=data.teacher_train
-    )
-    model.to(config.teacher.device or accelerator.device).eval()
+    model = loaded
+    if model is None:
+        model = build_lm(
+            config.teacher, teacher_tokenizer, role="teacher", pretrain_data=data.teacher_train
+        )
+        model.to(config.teacher.device or accelerator.device).eval()
     run_dir.mkdir(parents=True, exist_ok=True)
     return method.prepare_lm_data(data, model, teacher_tokenizer, run_dir)
 
