@@ -129,3 +129,15 @@ def test_padded_embedding_rows_are_sliced_to_the_tokenizer():
     torch.testing.assert_close(wide(ids), narrow(ids))
     with pytest.raises(ConfigError, match="576 rows but the tokenizer has 600"):
         LanguageModel(padded, 600)
+
+
+def test_a_batch_of_blocks_is_what_collating_its_items_gives(lm_data):
+    from torch.utils.data import default_collate
+
+    rows = torch.tensor([5, 0, 17])
+    direct = lm_data.train.batch(rows)
+    collated = default_collate([lm_data.train[int(i)] for i in rows])
+    for key in ("labels", "index", "domain"):
+        assert torch.equal(direct[key], collated[key])
+    for key in ("input_ids", "attention_mask"):
+        assert torch.equal(direct["inputs"][key], collated["inputs"][key])

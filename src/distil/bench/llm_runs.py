@@ -111,7 +111,7 @@ def write_cache(
     )  # fmt: skip
     manifest = Manifest.read(folder)
     shard_bytes = sum(path.stat().st_size for path in folder.glob("*.safetensors"))
-    return CacheSize(folder, manifest.tokens("train"), shard_bytes, manifest.bytes_per_token())
+    return CacheSize(folder, manifest.tokens("train"), shard_bytes, manifest.record_bytes)
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,11 @@ class Manifest:
     def sequences(self, split: str) -> int:
         return sum(s.sequences for s in self.shards if s.split == split)
 
-    def bytes_per_token(self, split: str = "train") -> float:
-        """Record bytes per cached token (the codec's record size; shard headers aside)."""
-        return float(self.settings["record_bytes"])
+    @property
+    def record_bytes(self) -> int:
+        """Bytes per cached token in the records (the codec's record size; shard headers and
+        block tables aside)."""
+        return int(self.settings["record_bytes"])
 
     def write(self, folder: Path) -> None:
         payload = {

@@ -234,9 +234,10 @@ def _record_settings(folder: Path, settings: dict[str, Any]) -> None:
 
 def _check_settings(folder: Path, settings: dict[str, Any]) -> None:
     recorded = json.loads((folder / STARTED).read_text())
-    if recorded != json.loads(json.dumps(settings)):
-        changed = sorted(k for k in recorded.keys() | settings.keys()
-                         if recorded.get(k) != json.loads(json.dumps(settings)).get(k))  # fmt: skip
+    current = json.loads(json.dumps(settings))  # as JSON would give it back (tuples → lists)
+    if recorded != current:
+        changed = sorted(k for k in recorded.keys() | current.keys()
+                         if recorded.get(k) != current.get(k))  # fmt: skip
         raise DataError(
             f"{folder}: this cache was started with other settings ({', '.join(changed)}); "
             "delete the folder or choose another cache.dir"

@@ -67,6 +67,19 @@ class TokenBlocks(Dataset):
         """Positions that carry a label (what a loss or a cache counts)."""
         return int((self.labels != IGNORE_INDEX).sum())
 
+    def batch(self, rows: Tensor) -> dict:
+        """These blocks as one collated batch (what ``default_collate`` of the items gives,
+        without building the items one by one)."""
+        return {
+            "inputs": {
+                "input_ids": self.input_ids[rows],
+                "attention_mask": self.attention_mask[rows],
+            },
+            "labels": self.labels[rows],
+            "index": rows.clone(),
+            "domain": self.domains[rows],
+        }
+
     def subset(self, rows: Tensor | Sequence[int]) -> TokenBlocks:
         """These blocks only (re-indexed from 0)."""
         rows = torch.as_tensor(rows, dtype=torch.long)

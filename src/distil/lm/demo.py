@@ -83,7 +83,7 @@ def run_llm_demo(out: Path, *, quick: bool = False) -> LLMDemoResult:
     metrics_path = out / "metrics.json"
     metrics_path.write_text(json.dumps({
         "recipe": RECIPE, "quick": quick, "rows": rows,
-        "cache": {"tokens": manifest.tokens("train"), "bytes_per_token": manifest.bytes_per_token(),
+        "cache": {"tokens": manifest.tokens("train"), "bytes_per_token": manifest.record_bytes,
                   "k": manifest.settings["k"], "codec": manifest.settings["codec"]["name"],
                   "seconds": cache_seconds},
     }, indent=1))  # fmt: skip
@@ -100,7 +100,7 @@ def format_table(rows: list[dict], config: LMRunConfig, manifest) -> str:
         f"Student: hidden {config.student.tiny.hidden}, {config.student.tiny.layers} layers, "
         f"{config.train.max_steps} steps on {config.data.train_blocks} blocks of "
         f"{config.data.block_size} tokens. Cache: {manifest.settings['codec']['name']} codec, "
-        f"k={manifest.settings['k']}, {manifest.bytes_per_token():.0f} bytes/token.",
+        f"k={manifest.settings['k']}, {manifest.record_bytes} bytes/token.",
         "Held-out = test documents; agreement = the student's top-1 next token is the teacher's.",
         "",
         "| method | teacher | test perplexity | top-1 agreement | KL(teacher‖student) | train s |",

@@ -86,7 +86,7 @@ class DDK(Method):
             self._members[d][torch.randint(len(self._members[d]), (), generator=generator)]
             for d in domains.tolist()
         ])  # fmt: skip
-        return move_batch(_collate(self._train, picks), batch["labels"].device)
+        return move_batch(self._train.batch(picks), batch["labels"].device)
 
     def loss(
         self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
@@ -119,7 +119,7 @@ class DDK(Method):
         for domain, probe in enumerate(self._probes):
             if len(probe) == 0:
                 continue
-            batch = move_batch(_collate(self._train, probe), device)
+            batch = move_batch(self._train.batch(probe), device)
             reference = self._teacher.signal(batch).to(device).logits
             logits = student(batch["inputs"]).float()
             mask = batch["labels"] >= 0
@@ -128,15 +128,3 @@ class DDK(Method):
             )
         student.train(was_training)
         return gaps
-
-
-def _collate(blocks: Any, rows: Tensor) -> dict[str, Any]:
-    return {
-        "inputs": {
-            "input_ids": blocks.input_ids[rows],
-            "attention_mask": blocks.attention_mask[rows],
-        },
-        "labels": blocks.labels[rows],
-        "index": rows.clone(),
-        "domain": blocks.domains[rows],
-    }
