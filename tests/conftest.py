@@ -37,6 +37,17 @@ output:
 """
 
 
+def assert_logits_train_every_parameter(model, logits, shape: tuple[int, ...]) -> None:
+    """Finite logits of ``shape`` whose backward reaches every parameter of ``model``."""
+    import torch
+
+    assert logits.shape == shape
+    assert torch.isfinite(logits).all()
+    logits.logsumexp(dim=1).sum().backward()
+    without_gradient = [name for name, p in model.named_parameters() if p.grad is None]
+    assert without_gradient == []
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
     """A KD recipe on sklearn's digits (MLP student, small CNN teacher) writing into tmp."""

@@ -10,6 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a hub
 import pytest
 import torch
 
+from conftest import assert_logits_train_every_parameter
 from distil.errors import ConfigError, ShapeError, UnknownNameError
 from distil.models import MODELS, build_model
 
@@ -45,15 +46,7 @@ def test_model_gives_logits_and_backpropagates(name, input_shape):
 
     logits = model(inputs)
 
-    assert logits.shape == (BATCH, NUM_CLASSES)
-    assert torch.isfinite(logits).all()
-    logits.logsumexp(dim=1).sum().backward()
-    without_gradient = [
-        parameter_name
-        for parameter_name, parameter in model.named_parameters()
-        if parameter.grad is None
-    ]
-    assert without_gradient == []
+    assert_logits_train_every_parameter(model, logits, (BATCH, NUM_CLASSES))
 
 
 def test_the_kd_families_take_thirty_two_pixel_images():

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import assert_logits_train_every_parameter
 from distil.errors import ConfigError, ShapeError
 from distil.models import build_model
 
@@ -84,15 +85,7 @@ def test_model_gives_logits_and_backpropagates(build):
 
     logits = model(images)
 
-    assert logits.shape == (BATCH, NUM_CLASSES)
-    assert torch.isfinite(logits).all()
-    logits.logsumexp(dim=1).sum().backward()
-    without_gradient = [
-        parameter_name
-        for parameter_name, parameter in model.named_parameters()
-        if parameter.grad is None
-    ]
-    assert without_gradient == []
+    assert_logits_train_every_parameter(model, logits, (BATCH, NUM_CLASSES))
 
 
 @pytest.mark.parametrize("name", sorted(TAPS_ON_MNIST))
