@@ -119,6 +119,16 @@ def test_kl_family_matches_scipy(temperature):
         assert got == pytest.approx(value, rel=1e-9), name
 
 
+@pytest.mark.parametrize(("t", "temperature"), [(0.0, 1.0), (0.4, 1.0), (0.7, 2.0), (1.0, 1.0)])
+def test_taid_kl_matches_the_interpolated_target(t, temperature):
+    """T²·KL(p_t ‖ q) with p_t = softmax(((1 − t)·z_s + t·z_t) / T), built with scipy."""
+    student, teacher = logits(5, 9, seed=11), logits(5, 9, seed=12)
+    target = softmax(((1 - t) * student.numpy() + t * teacher.numpy()) / temperature, axis=-1)
+    expected = rel_entr(target, probs(student, temperature)).sum(-1).mean() * temperature**2
+    got = float(losses.taid_kl(student, teacher, t=t, temperature=temperature))
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
 @pytest.mark.parametrize("beta", [0.1, 0.3, 0.9])
 def test_generalised_jsd_matches_its_definition(beta):
     student, teacher = logits(5, 8, seed=5), logits(5, 8, seed=6)
