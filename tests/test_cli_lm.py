@@ -35,7 +35,7 @@ def test_cache_then_train_from_the_cache(tmp_path):
                                  "teacher.live_eval=false"])  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "kd" / "metrics.json").read_text())
-    assert metrics["teacher_source"] == "cache" and metrics["last"]["step"] == 10
+    assert metrics["teachers"]["teacher"]["source"] == "cache" and metrics["last"]["step"] == 10
     assert (tmp_path / "kd" / "student" / "config.json").is_file()  # an HF folder
 
 
@@ -43,7 +43,7 @@ def test_lm_errors_are_one_line(tmp_path):
     recipe = lm_recipe(tmp_path, {"name": "kd"}, teacher=None)
     result = runner.invoke(app, ["train", write_recipe(tmp_path, recipe)])
     assert result.exit_code == 2
-    assert "needs a teacher section" in result.output
+    assert "needs a teacher; the recipe has no teacher section" in result.output
     recipe = lm_recipe(tmp_path, {"name": "kd"}, student={"tiny": {"hidden": 32}, "model": "x"})
     result = runner.invoke(app, ["train", write_recipe(tmp_path, recipe)])
     assert result.exit_code == 2 and "exactly one of 'model'" in result.output

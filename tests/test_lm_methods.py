@@ -19,7 +19,7 @@ from conftest import LM_DATA, lm_recipe
 from distil.config import parse_config
 from distil.errors import ConfigError
 from distil.lm.caching import cache_recipe_teacher
-from distil.lm.pipeline import run_lm
+from distil.pipeline import run
 
 FEW = dict(LM_DATA, train_blocks=48)
 STEPS = 120
@@ -36,7 +36,7 @@ def perplexity(result) -> float:
 def train(tmp, method, **sections):
     sections.setdefault("data", FEW)
     sections.setdefault("train", TRAIN)
-    return run_lm(parse_config(lm_recipe(tmp, method, **sections)))
+    return run(parse_config(lm_recipe(tmp, method, **sections)))
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def test_word_level_methods_beat_the_student_alone(workdir, alone, method):
     assert perplexity(result) < 0.9 * alone
     test = result.metrics["last"]["test"]
     assert test["top1_agreement"] > 0.05 and test["teacher_kl"] > 0
-    assert result.metrics["teacher"]["test"]["perplexity"] < perplexity(
+    assert result.metrics["teachers"]["teacher"]["test"]["perplexity"] < perplexity(
         result
     )  # the teacher is better
 
@@ -77,9 +77,9 @@ def test_kd_from_the_cache_beats_the_student_alone_without_a_teacher_in_memory(w
     manifest, _ = cache_recipe_teacher(parse_config(recipe))
     assert manifest.tokens("train") == 48 * LM_DATA["block_size"]
     recipe["teacher"] = dict(recipe["teacher"], cache=str(workdir / "cache"), live_eval=False)
-    result = run_lm(parse_config(recipe))
-    assert result.metrics["teacher_source"] == "cache"
-    assert result.metrics["teacher"] is None  # no teacher was loaded at all
+    result = run(parse_config(recipe))
+    assert result.metrics["teachers"]["teacher"]["source"] == "cache"
+    assert "test" not in result.metrics["teachers"]["teacher"]  # no teacher was loaded at all
     assert perplexity(result) < 0.9 * alone
 
 
@@ -91,7 +91,7 @@ def test_a_cache_from_other_data_is_refused(workdir):
     recipe = lm_recipe(workdir, method, data=other, train=TRAIN, name="kd-cache-other")
     recipe["teacher"] = dict(recipe["teacher"], cache=str(workdir / "cache-other"))
     with pytest.raises(ConfigError, match="another tokenizer"):
-        run_lm(parse_config(recipe))
+        run(parse_config(recipe))
 
 
 def test_gkd_trains_on_student_samples_and_beats_the_student_alone(workdir, alone):
@@ -180,6 +180,6 @@ def test_seq_kd_works_across_tokenizers_where_word_level_kd_is_refused(workdir, 
     method = {"name": "seq_kd", "prompt_tokens": 8, "new_tokens": 24, "samples_per_prompt": 2}
     result = train(workdir, method, name="seq-kd-x", data=other, teacher=teacher)
     generated = (result.run_dir / "generations" / "part-00000.jsonl").read_text().splitlines()
-    assert len(generated) == 64 and result.metrics["teacher"] is None  # no shared vocabulary
+    assert len(generated) == 64 and "test" not in result.metrics["teachers"]["teacher"]  # no shared vocabulary
     alone_other = train(workdir, {"name": "supervised"}, name="alone-x", data=other, teacher=None)
     assert perplexity(result) < 0.9 * perplexity(alone_other)

@@ -8,6 +8,7 @@ import torch
 from scipy.special import log_softmax, rel_entr, softmax
 
 from distil.methods import METHODS, LossOutput, build_method
+from distil.methods.base import Need
 from distil.outputs import ModelOutputs
 
 
@@ -24,10 +25,10 @@ def test_loss_output_combines_weighted_parts():
 
 def test_supervised_is_cross_entropy():
     student, labels = logits(0), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2])
-    out = build_method({"name": "supervised"}).loss(ModelOutputs(student), None, {"labels": labels})
+    out = build_method({"name": "supervised"}).loss(ModelOutputs(student), {}, {"labels": labels})
     expected = -log_softmax(student.numpy(), -1)[range(8), labels.numpy()].mean()
     assert float(out.total) == pytest.approx(expected, rel=1e-10)
-    assert not METHODS.get("supervised").needs_teacher
+    assert Need.TEACHER not in METHODS.get("supervised").needs
 
 
 @pytest.mark.parametrize(("temperature", "alpha"), [(1.0, 0.5), (4.0, 0.9), (2.0, 0.0)])
@@ -36,7 +37,7 @@ def test_kd_is_hinton_loss(temperature, alpha):
     student, teacher = logits(1), logits(2)
     labels = torch.tensor([4, 3, 2, 1, 0, 4, 3, 2])
     method = build_method({"name": "kd", "temperature": temperature, "alpha": alpha})
-    out = method.loss(ModelOutputs(student), ModelOutputs(teacher), {"labels": labels})
+    out = method.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels})
     ce = -log_softmax(student.numpy(), -1)[range(8), labels.numpy()].mean()
     kl = (
         rel_entr(
@@ -57,7 +58,7 @@ def test_kd_gradient_matches_finite_differences():
     method = build_method({"name": "kd", "temperature": 3.0, "alpha": 0.7})
 
     def total(student):
-        return method.loss(ModelOutputs(student), ModelOutputs(teacher), {"labels": labels}).total
+        return method.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}).total
 
     student = logits(4, (4, 6)).requires_grad_()
     assert torch.autograd.gradcheck(total, (student,), eps=1e-6, atol=1e-7)
@@ -69,7 +70,7 @@ def test_kd_takes_any_registered_divergence():
     reverse = build_method(
         {"name": "kd", "divergence": "reverse_kl", "alpha": 1.0, "temperature": 1.0}
     )
-    out = reverse.loss(ModelOutputs(student), ModelOutputs(teacher), {"labels": labels})
+    out = reverse.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels})
     expected = rel_entr(softmax(student.numpy(), -1), softmax(teacher.numpy(), -1)).sum(-1).mean()
     assert float(out.total) == pytest.approx(expected, rel=1e-9)
 
@@ -80,7 +81,7 @@ def test_kd_passes_divergence_options_and_labels():
     jsd = build_method(
         {"name": "kd", "divergence": "jsd", "beta": 0.2, "alpha": 1.0, "temperature": 2.0}
     )
-    out = jsd.loss(ModelOutputs(student), ModelOutputs(teacher), {"labels": labels})
+    out = jsd.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels})
     p, q = softmax(teacher.numpy() / 2, -1), softmax(student.numpy() / 2, -1)
     m = 0.2 * p + 0.8 * q
     expected = 4 * (0.2 * rel_entr(p, m).sum(-1) + 0.8 * rel_entr(q, m).sum(-1)).mean()
@@ -88,7 +89,7 @@ def test_kd_passes_divergence_options_and_labels():
     dkd = build_method(
         {"name": "kd", "divergence": "dkd", "beta": 2.0, "alpha": 1.0, "temperature": 1.0}
     )
-    got = dkd.loss(ModelOutputs(student), ModelOutputs(teacher), {"labels": labels}).total
+    got = dkd.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}).total
     from distil import losses
 
     assert float(got) == pytest.approx(float(losses.dkd(student, teacher, labels=labels, beta=2.0)))
@@ -113,7 +114,7 @@ def test_pseudo_label_is_cross_entropy_on_the_teacher_argmax():
     student, teacher = logits(9), logits(10)
     labels = torch.zeros(8, dtype=torch.long)
     out = build_method({"name": "pseudo_label", "alpha": 1.0}).loss(
-        ModelOutputs(student), ModelOutputs(teacher), {"labels": labels})  # fmt: skip
+        ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels})  # fmt: skip
     hard = teacher.argmax(-1).numpy()
     expected = -log_softmax(student.numpy(), -1)[range(8), hard].mean()
     assert float(out.total) == pytest.approx(expected, rel=1e-10)
@@ -123,16 +124,16 @@ def test_taid_target_moves_from_student_to_teacher():
     student, teacher = logits(11), logits(12)
     batch = {"labels": torch.zeros(8, dtype=torch.long)}
     method = build_method({"name": "taid", "t_start": 0.0, "temperature": 1.0})
-    at_start = method.loss(ModelOutputs(student), ModelOutputs(teacher), batch).total
+    at_start = method.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, batch).total
     assert float(at_start) == pytest.approx(0.0, abs=1e-12)  # target = the student itself
     method.schedule.t.fill_(1.0)
-    at_end = method.loss(ModelOutputs(student), ModelOutputs(teacher), batch).total
+    at_end = method.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, batch).total
     expected = rel_entr(softmax(teacher.numpy(), -1), softmax(student.numpy(), -1)).sum(-1).mean()
     assert float(at_end) == pytest.approx(expected, rel=1e-9)
     # the interpolation is in logit space and the student side is detached
     method.schedule.t.fill_(0.5)
     s = student.clone().requires_grad_()
-    method.loss(ModelOutputs(s), ModelOutputs(teacher), batch).total.backward()
+    method.loss(ModelOutputs(s), {"teacher": ModelOutputs(teacher)}, batch).total.backward()
     target = torch.softmax(0.5 * student + 0.5 * teacher, -1)
     torch.testing.assert_close(s.grad, (torch.softmax(student, -1) - target) / 8)
 

@@ -11,7 +11,7 @@ from conftest import LM_DATA, LM_TEACHER, lm_recipe
 from distil.config import parse_config
 from distil.eval.monitors import TeacherHackingMonitor, relative_trend, teacher_hacking_verdict
 from distil.lm.config import LMModelConfig
-from distil.lm.pipeline import run_lm
+from distil.pipeline import run
 from distil.lm.resolve import pretrained_folder
 
 
@@ -65,17 +65,17 @@ def test_monitor_fires_when_a_student_is_distilled_from_a_wrong_teacher(tmp_path
     evaluation = {"batch_size": 32, "oracle": {"model": oracle}, "hacking_window": 4}
     method = {"name": "kd", "temperature": 1.0, "alpha": 1.0}
     wrong = {"tiny": {"hidden": 32, "layers": 1, "heads": 2, "seed": 7}}
-    hacked = run_lm(parse_config(lm_recipe(
+    hacked = run(parse_config(lm_recipe(
         tmp_path, method, name="hacked", data=LM_DATA, student={"model": oracle},
         teacher=wrong, train=train, eval=evaluation,
     )))  # fmt: skip
-    verdict = hacked.metrics["teacher_hacking"]
+    verdict = hacked.metrics["lm"]["teacher_hacking"]
     assert verdict["detected"], verdict
     assert verdict["teacher_kl"]["last"] < verdict["teacher_kl"]["first"]
     assert verdict["oracle_kl"]["last"] > verdict["oracle_kl"]["first"]
 
-    control = run_lm(parse_config(lm_recipe(
+    control = run(parse_config(lm_recipe(
         tmp_path, method, name="control", data=LM_DATA, student=lm_recipe(tmp_path, method)["student"],
         teacher={"model": oracle}, train=train, eval=evaluation,
     )))  # fmt: skip
-    assert not control.metrics["teacher_hacking"]["detected"]
+    assert not control.metrics["lm"]["teacher_hacking"]["detected"]

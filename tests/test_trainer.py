@@ -15,6 +15,8 @@ from distil.errors import CheckpointError, ConfigError
 from distil.methods import build_method
 from distil.models import build_model
 from distil.pipeline import run
+from distil.eval.validators import ClassificationValidator
+from distil.tasks.classification import ClassificationTask
 from distil.train import TrainConfig, Trainer
 from distil.train.accelerator import make_accelerator
 
@@ -42,7 +44,12 @@ def test_kd_run_learns_and_writes_every_artefact(tiny_recipe, digits):
         assert (folder / name).is_file(), name
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["last"]["test"]["accuracy"] > 0.8  # 10 classes: chance is 0.1
-    assert metrics["teacher"]["test"]["accuracy"] > 0.8
+    assert metrics["teachers"]["teacher"]["test"]["accuracy"] > 0.8
+    assert metrics["teachers"]["teacher"]["source"] == "live"
+    assert set(metrics) >= {"run", "task", "students", "teachers", "last", "best_val", "classification"}
+    assert metrics["students"]["student"]["last"]["test"] == {
+        k: v for k, v in metrics["last"]["test"].items()
+    }
     assert set(metrics["last"]["test"]) == {"accuracy", "nll", "ece", "agreement", "teacher_kl"}
     assert metrics["best_val"]["step"] <= metrics["last"]["step"]
     rows = read_jsonl(folder / "metrics.jsonl")
@@ -85,13 +92,16 @@ def _train_student(digits, tmp_path: Path, name: str, **overrides) -> torch.nn.M
     torch.manual_seed(0)
     student = build_model("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[16])
     config = TrainConfig(epochs=1, batch_size=32, progress=False, balance_every=0, **overrides)
+    task = ClassificationTask()
     Trainer(
         student,
         build_method({"name": "supervised"}),
+        task=task,
         train_data=digits.train,
-        val_data=digits.val,
         config=config,
         output_dir=tmp_path / name,
+        validator=ClassificationValidator(digits.val, None, batch_size=512, ece_bins=15),
+        select_metric="accuracy",
         accelerator=make_accelerator(),
     ).fit()
     return student

@@ -8,7 +8,8 @@ The Python API in one breath::
     print(result.metrics["last"]["test"])
 
 Losses live in :mod:`distil.losses`, methods in :mod:`distil.methods`, teachers in
-:mod:`distil.teachers`, the one loop in :mod:`distil.train`. The names below are imported on
+:mod:`distil.teachers`, tasks (classification, lm, your own) in :mod:`distil.tasks`, the one
+loop in :mod:`distil.train`, the one run in :mod:`distil.pipeline`. The names below are imported on
 first use, so ``import distil`` (and the command line) stays quick.
 """
 
@@ -25,6 +26,8 @@ _LAZY = {
     "RunConfig": "distil.config",
     "run": "distil.pipeline",
     "RunResult": "distil.pipeline",
+    "Task": "distil.tasks",
+    "register_task": "distil.tasks",
     "Trainer": "distil.train",
     "TrainConfig": "distil.train",
 }

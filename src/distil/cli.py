@@ -59,21 +59,12 @@ def train(
     ] = False,
 ) -> None:
     """Train a student from a recipe; writes config, metrics, checkpoints and report."""
-    from distil.config import LMRunConfig, load_config
+    from distil.config import load_config
     from distil.pipeline import run
     from distil.report import markdown_table, summary_rows
     from distil.report.runs import load_run
 
-    config = load_config(recipe, overrides or [])
-    if isinstance(config, LMRunConfig):
-        from distil.lm.pipeline import describe, run_lm
-
-        result = run_lm(config, resume=resume)
-        if result.metrics:
-            print(describe(result.metrics))
-            print(f"\nrun folder: {result.run_dir}")
-        return
-    result = run(config, resume=resume)
+    result = run(load_config(recipe, overrides or []), resume=resume)
     if result.metrics:
         print(markdown_table(summary_rows([load_run(result.run_dir)])))
         print(f"\nrun folder: {result.run_dir}")
@@ -87,13 +78,17 @@ def eval_(
         str, typer.Option(help="'last' or 'best' (best validation step)")
     ] = "last",
     split: Annotated[str, typer.Option(help="'test' or 'val'")] = "test",
+    student: Annotated[
+        str, typer.Option(help="which student of the run: 'student', or a peer's name")
+    ] = "student",
 ) -> None:
     """Evaluate a trained run's weights again; prints the metrics as JSON."""
     from distil.eval.checkpointed import evaluate_run
 
     if checkpoint not in ("last", "best") or split not in ("test", "val"):
         raise typer.BadParameter("checkpoint must be last|best and split test|val")
-    print(json.dumps(evaluate_run(run_dir, checkpoint=checkpoint, split=split), indent=1))
+    metrics = evaluate_run(run_dir, checkpoint=checkpoint, split=split, student=student)
+    print(json.dumps(metrics, indent=1))
 
 
 @app.command()
@@ -136,12 +131,12 @@ def cache_teacher(
     ] = None,
 ) -> None:
     """Run the recipe's teacher once over its data and store top-k log-probs (resumable)."""
-    from distil.config import LMRunConfig, load_config
+    from distil.config import load_config
     from distil.errors import ConfigError
     from distil.lm.caching import cache_recipe_teacher
 
     config = load_config(recipe, overrides or [])
-    if not isinstance(config, LMRunConfig):
+    if config.task != "lm":
         raise ConfigError("task: cache-teacher needs a language-model recipe (task: lm)")
     manifest, stats = cache_recipe_teacher(config, folder=out)
     settings = manifest.settings
@@ -166,20 +161,14 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
 ) -> None:
     """The embedded default: teacher, student alone, student distilled; prints the table."""
-    if which == "llm":
-        from distil.lm.demo import run_llm_demo
+    from distil.demo import DEMOS, run_demo
 
-        result = run_llm_demo(out or Path("runs/demo-llm"), quick=quick)
-        print(result.table)
-        print(f"\nmetrics: {result.metrics_path}")
-        return
-    if which != "classic":
-        raise typer.BadParameter("demo is 'classic' or 'llm'")
-    from distil.demo import run_demo
-
-    result = run_demo(out or Path("runs/demo"), quick=quick)
+    if which not in DEMOS:
+        raise typer.BadParameter(f"demo is one of {', '.join(DEMOS)}")
+    result = run_demo(which, out, quick=quick)
     print(result.table)
-    print(f"\nreport: {result.report}\nmetrics: {result.metrics_path}")
+    shown = f"\nreport: {result.report}" if result.report else ""
+    print(f"{shown}\nmetrics: {result.metrics_path}")
 
 
 @app.command()
@@ -194,14 +183,14 @@ def search(
 ) -> None:
     """Rank candidate students for the recipe's teacher without training (DisWOT)."""
     from distil.config import load_config
-    from distil.data import load_data
     from distil.errors import ConfigError
     from distil.search import rank_candidates
+    from distil.tasks import task_for
 
     config = load_config(recipe, overrides or [])
-    if config.search is None or config.teacher is None:
+    if getattr(config, "search", None) is None or config.teacher is None:
         raise ConfigError("search: the recipe needs a teacher section and search.candidates")
-    ranked = rank_candidates(config, load_data(config.data))
+    ranked = rank_candidates(config, task_for(config).load_data())
     print("| rank | candidate | parameters | DisWOT score |\n|---:|:---|---:|---:|")
     for position, candidate in enumerate(ranked, start=1):
         print(

@@ -1,10 +1,10 @@
 """The recipe: typed settings of a whole run, loaded from YAML with ``key=value`` overrides.
 
-A recipe names the teacher, the student, the data, the method and the training, with flat
-values. Validation errors become one-line :class:`~distil.errors.ConfigError` messages that
-name the key path and suggest the closest valid key. Each section's model lives next to the
-code it configures (``data/config.py``, ``train/config.py``, each method's file); this module
-only assembles them.
+A recipe names its task, the teachers, the student, the data, the method and the training,
+with flat values. Validation errors become one-line :class:`~distil.errors.ConfigError`
+messages that name the key path and suggest the closest valid key. Each section's model lives
+next to the code it configures (``data/config.py``, ``train/config.py``, each method's file,
+each task's module); this module holds the envelope every task shares and the loading.
 """
 
 from __future__ import annotations
@@ -12,76 +12,17 @@ from __future__ import annotations
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
-from distil.data.config import DataConfig
 from distil.errors import ConfigError
-from distil.lm.config import CacheConfig, LMDataConfig, LMEvalConfig, LMModelConfig, TeacherLMConfig
 from distil.methods import METHODS, MethodConfig
 from distil.registry import did_you_mean
 from distil.train.config import TrainConfig
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-
-
-class PretrainConfig(BaseModel):
-    """Train the teacher with plain supervision first (cached by content hash).
-
-    The teacher sees the whole training split, not the student's ``data.train_limit``: in
-    practice a teacher is trained once on all the labels there are, and a student is often
-    distilled with fewer.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    train_limit: int | None = Field(
-        None, ge=1, description="teacher's training samples (None: the whole split)"
-    )
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    seed: int = 0
-
-
-class StudentConfig(BaseModel):
-    """The model being trained."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(description="registered model name, e.g. mlp, cnn, resnet8x4")
-    options: dict[str, Any] = Field(default_factory=dict, description="model constructor options")
-    weights: str | None = Field(None, description="start from these safetensors weights")
-
-
-class TeacherConfig(StudentConfig):
-    """The frozen teacher: weights from a file, or pretrained here once and cached."""
-
-    pretrain: PretrainConfig | None = Field(
-        None, description="train it first when no weights are given"
-    )
-    device: str | None = Field(None, description="teacher device (default: the student's)")
-    dtype: Literal["float32", "float64", "bfloat16", "float16"] = "float32"
-    precompute: bool = Field(
-        False,
-        description="run the teacher once over the training split before training and look "
-        "its outputs up per batch (exact without input augmentation; saves a forward pass per step)",
-    )
-
-
-class EvalConfig(BaseModel):
-    """How runs are evaluated."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    ece_bins: int = Field(15, ge=2)
-    batch_size: int = Field(512, ge=1)
-    select_metric: Literal["accuracy", "nll"] = Field(
-        "accuracy", description="validation metric that picks the best checkpoint"
-    )
 
 
 class OutputConfig(BaseModel):
@@ -93,35 +34,45 @@ class OutputConfig(BaseModel):
     report: bool = Field(True, description="write report.html")
 
 
-class SearchConfig(BaseModel):
-    """Candidate students for ``distil search`` (ranked against the recipe's teacher)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    candidates: list[StudentConfig] = Field(
-        min_length=2, description="student architectures to rank"
-    )
-    batches: int = Field(1, ge=1, description="batches scored per initialisation")
-    batch_size: int = Field(64, ge=2)
-    repeats: int = Field(5, ge=1, description="random initialisations averaged")
-    seed: int = 0
-
-
 class RunConfig(BaseModel):
-    """A whole classification run."""
+    """The envelope every task's recipe shares: which task, the method, the training and the
+    outputs. Each task's recipe model (``distil.tasks``) adds its own sections — data,
+    student, teachers, eval — and ``task`` picks that model when a recipe is parsed.
+
+    A recipe may name several teachers (``teachers:`` name → section); ``teacher:`` is the
+    short form of one teacher named ``teacher`` and means the same.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    task: Literal["classification"] = "classification"
+    task: str
     name: str = "run"
-    data: DataConfig = Field(default_factory=DataConfig)
-    teacher: TeacherConfig | None = None
-    student: StudentConfig
     method: SerializeAsAny[MethodConfig]
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    search: SearchConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_teacher_is_short_for_teachers(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or "teacher" not in raw:
+            return raw
+        raw = dict(raw)
+        teacher = raw.pop("teacher")
+        if teacher is None:  # `teacher=null` removes the one teacher
+            raw.setdefault("teachers", {})
+            return raw
+        if raw.get("teachers"):
+            raise ValueError(
+                "teachers: give either teacher (one teacher) or teachers (name: section), not both"
+            )
+        raw["teachers"] = {DEFAULT_TEACHER: teacher}
+        return raw
+
+    @property
+    def teacher(self) -> Any:
+        """The recipe's first teacher section (None without teachers)."""
+        teachers = getattr(self, "teachers", None) or {}
+        return next(iter(teachers.values()), None)
 
     def run_dir(self) -> Path:
         """The output folder with ``{name}`` and ``{seed}`` filled in."""
@@ -132,45 +83,25 @@ class RunConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-class LMRunConfig(BaseModel):
-    """A whole language-model run (``task: lm``)."""
+#: The name a recipe's single ``teacher:`` section gets.
+DEFAULT_TEACHER = "teacher"
 
-    model_config = ConfigDict(extra="forbid")
-
-    task: Literal["lm"] = "lm"
-    name: str = "lm-run"
-    data: LMDataConfig = Field(default_factory=LMDataConfig)
-    teacher: TeacherLMConfig | None = None
-    student: LMModelConfig
-    method: SerializeAsAny[MethodConfig]
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: LMEvalConfig = Field(default_factory=LMEvalConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-
-    run_dir = RunConfig.run_dir
-    to_yaml = RunConfig.to_yaml
-
-    def cache_dir(self) -> Path:
-        """The teacher cache folder ``cache.dir`` with ``{name}`` filled in."""
-        return Path(self.cache.dir.format(name=self.name, seed=self.train.seed))
-
-
-AnyRunConfig = RunConfig | LMRunConfig
-TASKS: dict[str, type[BaseModel]] = {"classification": RunConfig, "lm": LMRunConfig}
 
 # ----------------------------------------------------------------------------- loading
 
 
-def parse_config(raw: dict[str, Any]) -> AnyRunConfig:
-    """Validate a recipe dict. ``task`` picks the recipe model (classification by default);
-    the method section is validated by the named method's model."""
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """Validate a recipe dict: ``task`` picks the recipe model (classification by default)
+    from the task registry, the method section is validated by the named method's model."""
+    from distil.tasks import TASKS
+
     if not isinstance(raw, dict):
         raise ConfigError(f"a recipe must be a mapping of sections, got {type(raw).__name__}")
     task = raw.get("task", "classification")
     if task not in TASKS:
-        raise ConfigError(f"task: unknown task {task!r}; one of {', '.join(TASKS)}")
-    run_model = TASKS[task]
+        raise ConfigError(f"task: unknown task {task!r}{did_you_mean(str(task), TASKS.names())}")
+    run_model = TASKS.get(task).Config
+    raw = {**raw, "task": task}
     method_raw = raw.get("method")
     if not isinstance(method_raw, dict) or "name" not in method_raw:
         raise ConfigError(
@@ -192,7 +123,7 @@ def parse_config(raw: dict[str, Any]) -> AnyRunConfig:
         raise ConfigError(format_validation_error(error, run_model)) from None
 
 
-def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AnyRunConfig:
+def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a recipe from a YAML path (or a shipped recipe's name) and apply overrides."""
     path = resolve_recipe(source)
     try:
@@ -279,7 +210,7 @@ def format_validation_error(
             given = item.get("input")
             shown = "" if isinstance(given, dict | BaseModel) else f" (got {given!r})"
             message = item["msg"].removeprefix("Value error, ")
-            lines.append(f"{key}: {message}{shown}")
+            lines.append(f"{key}: {message}{shown}" if key else f"{message}{shown}")
     return "; ".join(lines)
 
 
@@ -287,6 +218,9 @@ def _field_names_at(model: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
     """Names of the fields of the sub-model at ``loc`` inside ``model`` (best effort)."""
     current: Any = model
     for part in loc:
+        if typing.get_origin(current) is dict:  # a name -> section mapping: step over the name
+            current = _model_in(typing.get_args(current)[1])
+            continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)):
             return []
         field = current.model_fields.get(part)

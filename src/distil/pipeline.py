@@ -1,8 +1,10 @@
-"""One run from a recipe: build, train, evaluate, and write the run folder.
+"""One run from a recipe, for every task: build, train, evaluate, write the run folder.
 
 The run folder holds ``config.yaml`` (resolved recipe), ``metrics.jsonl`` (per-step log),
-``metrics.json`` (final metrics, at the last step and — separately labelled — at the best
-validation step, never the best test step), ``checkpoints/`` and ``report.html``.
+``metrics.json`` (final metrics in one envelope for every task: the main student's at the last
+step and — separately labelled — at the best validation step, never the best test step; every
+student's and every teacher's own block; the task's block), ``checkpoints/`` and
+``report.html``. What differs between tasks is asked of the task (:mod:`distil.tasks`).
 """
 
 from __future__ import annotations
@@ -17,19 +19,16 @@ from typing import Any
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import nn
 
-from distil.build import build_network, build_teacher
 from distil.config import RunConfig
-from distil.data import DataSplits, load_data
 from distil.errors import ConfigError
-from distil.eval.evaluate import evaluate_model, teacher_logits
-from distil.eval.metrics import classification_metrics
-from distil.methods import build_method
-from distil.teachers import PrecomputedTeacher
-from distil.teachers.base import Teacher
-from distil.train import Trainer
+from distil.methods import METHODS, build_method
+from distil.methods.base import MAIN_STUDENT, Need
+from distil.tasks import Task, TeacherSet, check_method_fits, task_for
+from distil.train import Trainer, TrainResult
 from distil.train.accelerator import make_accelerator
-from distil.train.checkpoint import has_checkpoint, load_model_state, read_pointer
+from distil.train.checkpoint import best_pointer, has_checkpoint, load_model_state, read_pointer
 from distil.train.state_io import write_json
 
 log = logging.getLogger("distil")
@@ -47,54 +46,46 @@ def run(
     config: RunConfig,
     *,
     resume: bool = False,
-    data: DataSplits | None = None,
+    data: Any = None,
     accelerator: Accelerator | None = None,
 ) -> RunResult:
     """Train and evaluate the run a recipe describes; returns its folder and metrics.
 
     ``data`` may be passed to share loaded splits between several runs (the demo does).
     """
+    task = task_for(config)
     accelerator = accelerator or make_accelerator(config.train.mixed_precision)
     run_dir = start_run(config, resume, data)
-    data = data or load_data(config.data)
-    teacher = build_teacher(config, data, accelerator)
+    data = data or task.load_data()
+    method_class = METHODS.get(config.method.name)
+    teacher_names = list(config.teachers)
+    check_method_fits(task, method_class, teacher_names)
+    teachers = task.build_teachers(data, method_class, accelerator)
     method = build_method(config.method)
-    if method.needs_teacher and teacher is None:
-        raise ConfigError(
-            f"method.name: {config.method.name!r} needs a teacher; the recipe has no teacher section"
-        )
+    if Need.TEACHER_WRITES_DATA in method.needs:
+        data = task.prepare_data(method, data, teachers, run_dir, accelerator)
+    validator = task.validator(data, teachers, accelerator.device)
     set_seed(config.train.seed)
-    student = build_network(config.student, data)
+    student = task.build_student(data)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(config.to_yaml())
     started = time.perf_counter()
-    training_teacher = teacher
-    if method.needs_teacher and config.teacher.precompute:
-        training_teacher = PrecomputedTeacher.from_teacher(
-            teacher, data.train, config.eval.batch_size
-        )
     trainer = Trainer(
-        student,
-        method,
-        train_data=data.train,
-        val_data=data.val,
-        config=config.train,
-        output_dir=run_dir,
-        teacher=training_teacher,
-        eval_teacher=teacher,
-        select_metric=config.eval.select_metric,
-        ece_bins=config.eval.ece_bins,
-        eval_batch_size=config.eval.batch_size,
-        accelerator=accelerator,
-    )
+        student, method, task=task, train_data=data.train, data=data, config=config.train,
+        output_dir=run_dir, teachers=teachers.training if method.needs_teacher else {},
+        validator=validator, select_metric=task.select_metric, accelerator=accelerator,
+        peer_validator=lambda name: task.validator(data, teachers, accelerator.device),
+        setup_batch_size=config.eval.batch_size,
+    )  # fmt: skip
     result = trainer.fit(resume=resume)
     metrics: dict[str, Any] = {}
     if accelerator.is_main_process:
-        metrics = final_metrics(config, data, student, teacher, run_dir, accelerator)
+        students = trainer.students()
+        metrics = final_metrics(task, data, students, teachers, run_dir, accelerator, result)
         metrics["train_seconds"] = time.perf_counter() - started
-        metrics["last"].update(step=result.steps, epoch=result.epochs_completed)
         write_json(run_dir / "metrics.json", metrics)
+        task.save_students(students, data, run_dir)
         if config.output.report:
             from distil.report import write_report  # matplotlib only when a report is asked for
 
@@ -103,7 +94,7 @@ def run(
     return RunResult(run_dir=run_dir, metrics=metrics)
 
 
-def start_run(config, resume: bool, data=None) -> Path:
+def start_run(config: RunConfig, resume: bool, data: Any = None) -> Path:
     """The run folder, after refusing to overwrite a run without ``--resume``, to resume with
     another recipe, or to train on splits loaded with another data section."""
     run_dir = config.run_dir()
@@ -114,7 +105,8 @@ def start_run(config, resume: bool, data=None) -> Path:
         )
     if resume:
         check_same_recipe(config, run_dir)
-    if data is not None and data.config is not None and data.config != config.data:
+    loaded_with = getattr(data, "config", None)
+    if data is not None and loaded_with is not None and loaded_with != config.data:
         raise ConfigError(
             "data: the splits passed in were loaded with another data section than the "
             "recipe's; load them from the recipe's data section"
@@ -131,7 +123,12 @@ def check_same_recipe(config: RunConfig, run_dir: Path) -> None:
     saved_path = run_dir / "config.yaml"
     if not saved_path.is_file():
         return
-    saved = _flatten(yaml.safe_load(saved_path.read_text()) or {})
+    from distil.config import parse_config
+
+    # parsed again, so a recipe saved in a short form (teacher:) compares by meaning
+    saved = _flatten(
+        parse_config(yaml.safe_load(saved_path.read_text()) or {}).model_dump(mode="json")
+    )
     current = _flatten(config.model_dump(mode="json"))
     changed = sorted(
         key for key in saved.keys() | current.keys()
@@ -157,60 +154,68 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def final_metrics(
-    config: RunConfig,
-    data: DataSplits,
-    student,
-    teacher: Teacher | None,
+    task: Task,
+    data: Any,
+    students: dict[str, nn.Module],
+    teachers: TeacherSet,
     run_dir: Path,
     accelerator: Accelerator,
+    result: TrainResult,
 ) -> dict[str, Any]:
-    """Test (and val) metrics at the last step and at the best validation step."""
-    options = {
-        "batch_size": config.eval.batch_size,
-        "device": accelerator.device,
-        "ece_bins": config.eval.ece_bins,
-    }
-    references = {
-        split: teacher_logits(teacher, getattr(data, split), batch_size=config.eval.batch_size)
-        if teacher
-        else None
-        for split in ("val", "test")
-    }
+    """The ``metrics.json`` envelope: every student at its last step and at its best
+    validation step, every teacher's own metrics, and the task's block. ``last`` and
+    ``best_val`` at the top are the main student's."""
+    config = task.config
+    device = accelerator.device
+    checkpoints = run_dir / "checkpoints"
 
-    def scores(model, with_reliability: bool = False) -> dict[str, dict]:
+    def scores(model: nn.Module) -> dict[str, dict]:
         return {
-            split: evaluate_model(
-                model,
-                getattr(data, split),
-                reference_logits=references[split],
-                with_reliability=with_reliability and split == "test",
-                **options,
-            )
-            for split in ("val", "test")
+            split: task.evaluate(model, data, split, teachers, device)
+            for split in task.final_splits
         }
 
-    last = scores(student, with_reliability=True)
-    reliability = last["test"].pop("reliability")
-    best_student = copy.deepcopy(student)
-    best_student.load_state_dict(load_model_state(run_dir / "checkpoints", "best"))
-    best = scores(best_student)
-    best_pointer = read_pointer(run_dir / "checkpoints", "best")
-    teacher_test = None
-    if teacher is not None:
-        teacher_test = classification_metrics(
-            references["test"], data.test.labels, n_bins=config.eval.ece_bins
-        )
+    blocks: dict[str, dict[str, Any]] = {}
+    for name, model in students.items():
+        spec = config.student
+        block: dict[str, Any] = {"model": task.describe_model(spec), "last": scores(model)}
+        pointer = best_pointer(name)
+        if has_checkpoint(checkpoints, pointer):
+            best_model = copy.deepcopy(model)
+            best_model.load_state_dict(load_model_state(checkpoints, pointer))
+            block["best_val"] = {
+                "step": read_pointer(checkpoints, pointer)["step"],
+                **scores(best_model),
+            }
+        blocks[name] = block
+    main = blocks[MAIN_STUDENT]
+    teacher_scores = task.teacher_metrics(data, teachers, device)
     return {
         "run": {
             "name": config.name,
+            "task": task.name,
             "method": config.method.name,
-            "dataset": config.data.dataset,
-            "student": config.student.model,
-            "teacher": config.teacher.model if config.teacher else None,
             "seed": config.train.seed,
+            "dataset": _dataset_name(config),
+            "student": task.describe_model(config.student),
+            "teacher": task.describe_model(config.teacher) if config.teacher else None,
         },
-        "last": {"val": last["val"], "test": last["test"]},
-        "best_val": {"step": best_pointer["step"], "val": best["val"], "test": best["test"]},
-        "teacher": {"test": teacher_test} if teacher_test else None,
-        "reliability": reliability,
+        "task": task.name,
+        "students": blocks,
+        "teachers": {
+            name: {
+                "model": task.describe_model(spec),
+                "source": teachers.sources.get(name, "not loaded"),
+                **teacher_scores.get(name, {}),
+            }
+            for name, spec in config.teachers.items()
+        },
+        "last": {**main["last"], "step": result.steps, "epoch": result.epochs_completed},
+        "best_val": main.get("best_val"),
+        task.name: task.task_metrics(data, students, teachers, run_dir, device),
     }
+
+
+def _dataset_name(config: RunConfig) -> str | None:
+    data = config.data
+    return getattr(data, "dataset", None) or getattr(data, "corpus", None)

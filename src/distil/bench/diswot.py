@@ -13,9 +13,9 @@ from tempfile import TemporaryDirectory
 
 from distil.bench.harness import SUITES, Row, Suite, plot_grouped_bars
 from distil.config import load_config
-from distil.data import load_data
 from distil.pipeline import run
 from distil.search import kendall_tau, rank_candidates
+from distil.tasks import task_for
 
 RECIPE = "search-mnist"
 
@@ -26,7 +26,7 @@ def collect(quick: bool) -> list[Row]:
     if quick:
         overrides += ["train.epochs=1", "teacher.pretrain.epochs=2", "search.repeats=1"]
     config = load_config(RECIPE, overrides)
-    data = load_data(config.data)
+    data = task_for(config).load_data()
     ranked = rank_candidates(config, data)
     if quick:
         ranked = ranked[:3]

@@ -23,8 +23,8 @@ from distil.bench.harness import SUITES, Row, Suite
 from distil.config import parse_config
 from distil.lm.config import LMModelConfig
 from distil.lm.data import load_lm_data
-from distil.lm.pipeline import run_lm
 from distil.lm.resolve import pretrained_folder
+from distil.pipeline import run
 
 ORACLE = {"tiny": {"hidden": 128, "layers": 4, "heads": 4},
           "pretrain": {"steps": 600, "batch_size": 32, "lr": 0.004}}  # fmt: skip
@@ -68,13 +68,13 @@ def collect(quick: bool) -> list[Row]:
                     Path(scratch) / label.split()[0],
                 )  # fmt: skip
             )
-            result = run_lm(config, data=data)
+            result = run(config, data=data)
             evals = [
                 json.loads(line)
                 for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()
                 if '"eval"' in line
             ]
-            verdict = result.metrics["teacher_hacking"]
+            verdict = result.metrics["lm"]["teacher_hacking"]
             oracle_curve = [e["oracle_kl"] for e in evals]
             base = {"suite": "hacking", "task": "brown", "method": label, "seed": 0,
                     "steps": steps, "train_blocks": DATA["train_blocks"]}  # fmt: skip

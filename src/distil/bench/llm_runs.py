@@ -33,6 +33,7 @@ from distil.lm.data import LMSplits
 from distil.lm.resolve import build_lm
 from distil.methods import build_method
 from distil.outputs import ModelOutputs
+from distil.tasks.lm import LMTask
 from distil.teachers.base import Teacher
 from distil.train import Trainer
 from distil.train.config import TrainConfig
@@ -141,9 +142,9 @@ def train_student(
     built = build_method(method)
     val = data.val.subset(range(min(2, len(data.val))))
     trainer = Trainer(
-        student, built, train_data=data.train, val_data=val, config=config,
-        output_dir=output_dir, teacher=teacher if built.needs_teacher else None,
-        select_metric="perplexity", accelerator=accelerator,
+        student, built, task=LMTask(), train_data=data.train, config=config,
+        output_dir=output_dir, teachers={"teacher": teacher} if built.needs_teacher else {},
+        select_metric="perplexity", accelerator=accelerator, data=data,
         validator=LMValidator(val, None, batch_size=setup.eval_batch_size),
     )  # fmt: skip
     return student, trainer.fit()

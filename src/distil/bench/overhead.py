@@ -19,10 +19,9 @@ from tempfile import TemporaryDirectory
 from accelerate.utils import set_seed
 
 from distil.bench.harness import SUITES, Row, Suite, plot_grouped_bars
-from distil.build import build_network, build_teacher
 from distil.config import load_config
-from distil.data import load_data
-from distil.methods import build_method
+from distil.methods import METHODS, build_method
+from distil.tasks import task_for
 from distil.teachers import PrecomputedTeacher
 from distil.train import Trainer
 from distil.train.accelerator import make_accelerator
@@ -36,9 +35,10 @@ def collect(quick: bool) -> list[Row]:
     """Time each variant ``repeats`` times; return per-step seconds and ratios."""
     steps, repeats = (WARMUP_STEPS + 10, 1) if quick else (WARMUP_STEPS + 200, 5)
     config = load_config(RECIPE, ["train.progress=false"])
-    data = load_data(config.data)
+    task = task_for(config)
+    data = task.load_data()
     accelerator = make_accelerator()
-    live = build_teacher(config, data, accelerator)
+    live = task.build_teachers(data, METHODS.get("kd"), accelerator).references["val"]["teacher"]
     variants = {
         "supervised": (build_method({"name": "supervised"}), None),
         "kd (live teacher)": (build_method(config.method), live),
@@ -59,8 +59,10 @@ def collect(quick: bool) -> list[Row]:
             for name, (method, teacher) in variants.items():
                 set_seed(repeat)
                 trainer = Trainer(
-                    build_network(config.student, data), method, train_data=data.train,
-                    val_data=data.val, config=train_config, teacher=teacher, eval_teacher=live,
+                    task.build_student(data), method, task=task, train_data=data.train,
+                    data=data, config=train_config,
+                    teachers={"teacher": teacher} if teacher is not None else {},
+                    validator=task.validator(data, None), select_metric="accuracy",
                     output_dir=Path(scratch) / f"{repeat}-{name}", accelerator=accelerator,
                 )  # fmt: skip
                 timed = trainer.fit().step_seconds[WARMUP_STEPS:]

@@ -8,8 +8,8 @@ from tempfile import TemporaryDirectory
 
 from distil.bench.harness import Row
 from distil.config import load_config
-from distil.data import load_data
 from distil.pipeline import run
+from distil.tasks import task_for
 
 TEST_METRICS = ("accuracy", "ece", "agreement", "nll")
 QUICK_OVERRIDES = ["train.epochs=2", "teacher.pretrain.epochs=2"]
@@ -39,7 +39,7 @@ def recipe_rows(
         for task in tasks:
             recipe = f"kd-{task}"
             # the extra overrides may change the data (class_groups, train_limit)
-            data = load_data(load_config(recipe, common).data)
+            data = task_for(load_config(recipe, common)).load_data()
             for method, overrides in variants.items():
                 for seed in seeds:
                     folder = Path(scratch) / (label or task) / method / str(seed)

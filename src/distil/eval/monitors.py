@@ -71,7 +71,10 @@ def teacher_hacking_verdict(metrics_jsonl: Path, *, window: int = 4) -> dict[str
     rows = [
         row
         for row in (read_json_lines(metrics_jsonl) if metrics_jsonl.is_file() else [])
-        if row.get("kind") == "eval" and "oracle_kl" in row and "teacher_kl" in row
+        if row.get("kind") == "eval"
+        and "student" not in row  # the main student's rows
+        and "oracle_kl" in row
+        and "teacher_kl" in row
     ]
     if not rows:
         return None

@@ -15,11 +15,10 @@ from accelerate import Accelerator
 
 from distil.cache.manifest import Manifest
 from distil.cache.writer import CacheStats, cache_teacher
-from distil.config import LMRunConfig
 from distil.errors import ConfigError
 from distil.lm.data import LMSplits, load_lm_data
-from distil.lm.pipeline import build_live_teacher
 from distil.lm.vocab import weights_fingerprint
+from distil.tasks.lm import LMRunConfig, build_live_teacher
 from distil.train.accelerator import make_accelerator
 
 
@@ -35,7 +34,10 @@ def cache_recipe_teacher(
         raise ConfigError("teacher: cache-teacher needs a teacher section")
     accelerator = accelerator or make_accelerator("no")
     data = data or load_lm_data(config.data)
-    teacher, model = build_live_teacher(config, data, accelerator.device)
+    teacher = build_live_teacher(
+        config.teacher, data, accelerator.device, method=config.method.name
+    )
+    model = teacher.module
     folder = Path(folder) if folder is not None else config.cache_dir()
     settings = {
         "teacher": config.teacher.model or "tiny",

@@ -12,14 +12,12 @@ import hashlib
 import json
 import logging
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
 from distil.errors import ConfigError
 from distil.lm.config import LMModelConfig
 from distil.models.language_model import LanguageModel
-from distil.paths import cache_dir
 from distil.teachers.base import DTYPES
 
 log = logging.getLogger("distil")
@@ -82,6 +80,7 @@ def pretrained_folder(config: LMModelConfig, tokenizer: Any, data: Any, role: st
     """Train the tiny model with CE on ``data`` once; cached under ``models/lm-<hash>``."""
     from distil import __version__
     from distil.models.tokenizer import vocab_fingerprint
+    from distil.pretrained import cache_folder, cached_model, content_key
 
     if data is None:
         raise ConfigError(f"{role}.pretrain: needs training data")
@@ -92,45 +91,40 @@ def pretrained_folder(config: LMModelConfig, tokenizer: Any, data: Any, role: st
         "data": _data_digest(data),
         "version": __version__,
     }
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    folder = cache_dir() / "models" / f"lm-{digest}"
-    if (folder / "config.json").is_file():
-        return folder
-    log.info("pretraining %s (%s) on %d blocks; cached at %s", role, config.tiny, len(data), folder)
-    model = _pretrain(config, tokenizer, data, folder.parent / f".tmp-{digest}-run")
-    staging = folder.parent / f".tmp-{digest}"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.hf.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "distil-pretrain.json").write_text(json.dumps(key, indent=2))
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    shutil.rmtree(folder.parent / f".tmp-{digest}-run", ignore_errors=True)
-    return folder
+
+    def produce(work: Path, staging: Path) -> None:
+        log.info("pretraining %s (%s) on %d blocks", role, config.tiny, len(data))
+        model = _pretrain(config, tokenizer, data, work)
+        model.hf.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "distil-pretrain.json").write_text(json.dumps(key, indent=2))
+
+    folder = cache_folder("models", f"lm-{content_key(key)}")
+    return cached_model(folder, complete="config.json", produce=produce)
 
 
-def _pretrain(config: LMModelConfig, tokenizer: Any, data: Any, run_dir: Path) -> LanguageModel:
-    from distil.methods import build_method
-    from distil.train import Trainer
+def _pretrain(config: LMModelConfig, tokenizer: Any, data: Any, work: Path) -> LanguageModel:
+    """A fresh tiny model trained with cross-entropy; validated once, at the end, on the first
+    training blocks (a sanity check, not a selection: best and last are the same step)."""
+    from distil.eval.lm import LMValidator
+    from distil.pretrained import pretrain_supervised
+    from distil.tasks.lm import LMTask
     from distil.train.config import TrainConfig
 
     pretrain = config.pretrain
     model = LanguageModel(fresh_tiny(config, tokenizer), len(tokenizer))
-    shutil.rmtree(run_dir, ignore_errors=True)
     train = TrainConfig(
         max_steps=pretrain.steps, batch_size=pretrain.batch_size, lr=pretrain.lr,
         seed=pretrain.seed, warmup_steps=min(50, pretrain.steps // 10), schedule="cosine",
         eval_every=pretrain.steps, checkpoint_every=pretrain.steps, progress=False,
         max_grad_norm=1.0,
     )  # fmt: skip
-    from distil.eval.lm import LMValidator
-
     validator = LMValidator(data.subset(range(min(len(data), 32))), None, batch_size=16)
-    trainer = Trainer(
-        model, build_method({"name": "supervised"}), train_data=data, val_data=data,
-        config=train, output_dir=run_dir, select_metric="perplexity", validator=validator,
+    state, _ = pretrain_supervised(
+        model, LMTask(), train_data=data, validator=validator, select_metric="perplexity",
+        config=train, work=work,
     )  # fmt: skip
-    trainer.fit()
+    model.load_state_dict(state)
     return model
 
 

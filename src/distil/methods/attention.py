@@ -11,6 +11,7 @@ Transformer tokens ``(N, L, D)`` (declare ``tokens``) give a map over their squa
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from torch import Tensor
 from distil.errors import ShapeError
 from distil.losses.features import attention_map, attention_transfer_loss
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, one_teacher, register_method
 from distil.outputs import ModelOutputs
 
 Layout = Literal["map", "tokens"]
@@ -82,9 +83,9 @@ class AttentionTransfer(Method):
         return list(self.config.student_layers), list(self.config.teacher_layers)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "at needs a teacher"
+        teacher = one_teacher(teachers)
         config = self.config
         ce = F.cross_entropy(upcast(student.logits), batch["labels"])
         total = 0.0

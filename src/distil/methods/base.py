@@ -1,19 +1,25 @@
-"""The Method contract: how a student listens to its teacher.
+"""The Method contract: how a student listens to its teachers.
 
-A method is an ``nn.Module`` (so it can own trainable parts such as projectors) that turns
-the student's and the teacher's outputs on a batch into a :class:`LossOutput`: the total
-loss and every named, unweighted part with its weight, so the trainer logs each term and can
-measure each term's share of the gradient. Methods never run a loop of their own.
+A method is an ``nn.Module`` (so it can own trainable parts: projectors, heads, peer
+students) that turns the student's and the teachers' outputs on a batch into a
+:class:`LossOutput`: the total loss and every named, unweighted part with its weight, so the
+trainer logs each term and can measure each term's share of the gradient. Methods never run
+a loop of their own; the hooks they may implement are declared here, with their types, and
+what they need from a run (a teacher, a live teacher, one vocabulary, a held-out share) is
+one declared set, :attr:`Method.needs`, that the run checks before anything is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from distil.outputs import ModelOutputs
 from distil.registry import Registry
@@ -40,22 +46,75 @@ class LossOutput:
         )
 
 
+class Need(enum.Enum):
+    """What a method may need from a run; a task says which it can provide."""
+
+    TEACHER = "a teacher"
+    LIVE_TEACHER = "a live teacher (one that answers for sequences no cache holds)"
+    SAME_VOCABULARY = "teacher and student sharing one vocabulary"
+    HOLDOUT = "a held-out share of the training split"
+    UNLABELLED = "unlabelled training samples"
+    TEACHER_WRITES_DATA = "the teacher's model, to rewrite the training data before training"
+
+
+#: Name of the student a run is about; peers a method owns have their own names.
+MAIN_STUDENT = "student"
+
+
 @dataclass(frozen=True)
-class SetupInfo:
-    """What a method may size itself from before training.
+class SetupContext:
+    """Everything a method may size itself from before training, in one place.
 
     Feature shapes are per sample (no batch dimension). ``num_samples`` bounds the ``index``
-    of training batches (memory banks are indexed by it).
+    of training batches (memory banks are indexed by it). ``forward`` runs any model of the
+    task's kind on a batch (peers use it); ``build_student`` makes a fresh, untrained model
+    from the recipe's student section (a peer of the student).
     """
 
-    student_shapes: dict[str, tuple[int, ...]]
-    teacher_shapes: dict[str, tuple[int, ...]]
-    num_classes: int
-    num_samples: int
-    #: Runs the teacher over the whole training split (in index order) on demand and returns
-    #: (logits, {layer: features}, labels) — for methods that fit something to the teacher
-    #: before training (LELP's subclass directions).
+    student: nn.Module
+    teachers: Mapping[str, Any]  # name -> Teacher, as the loop will query them
+    train_data: Dataset  # what the student trains on (any held-out share removed)
+    data: Any  # the task's splits
+    forward: Callable[[nn.Module, dict[str, Any]], ModelOutputs]
+    student_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    teacher_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    num_classes: int | None = None
+    build_student: Callable[[], nn.Module] | None = None
+    #: The task's loss of a student's outputs against the batch's own targets, as a
+    #: one-part LossOutput (cross-entropy ``ce`` for classifiers and LMs; a regression task
+    #: may use squared error). ``Method.target_loss`` falls back to cross-entropy.
+    target_loss: Callable[..., LossOutput] | None = None
+    #: Runs the (only) teacher over the whole training split in index order on demand and
+    #: returns (logits, {layer: features}, labels) — for methods that fit something to the
+    #: teacher before training (LELP's subclass directions).
     teacher_outputs: Callable[[], tuple[Tensor, dict[str, Tensor], Tensor]] | None = None
+
+    @property
+    def num_samples(self) -> int:
+        return len(getattr(self.train_data, "dataset", self.train_data))  # a Subset: the whole
+
+    @property
+    def teacher(self) -> Any:
+        """The one teacher (methods with ``max_teachers = 1``)."""
+        return one_teacher(self.teachers)
+
+
+@dataclass(frozen=True)
+class DataContext:
+    """What a data-rewriting method (``Need.TEACHER_WRITES_DATA``) gets before training: the
+    teacher's model, the tokenizer it reads and writes (it may differ from the data's), and
+    the run folder for what it produces."""
+
+    teacher_model: nn.Module
+    teacher_tokenizer: Any
+    run_dir: Path
+
+
+def one_teacher(teachers: Mapping[str, Any]) -> Any:
+    """The single entry of a teacher mapping (the run has checked there is exactly one)."""
+    if len(teachers) != 1:
+        raise ValueError(f"expected one teacher, got {sorted(teachers)}")
+    return next(iter(teachers.values()))
 
 
 class MethodConfig(BaseModel):
@@ -69,60 +128,105 @@ class MethodConfig(BaseModel):
 class Method(nn.Module):
     """Base class of distillation methods.
 
-    Subclasses set ``name``, ``Config`` (their own :class:`MethodConfig` subclass) and
-    ``needs_teacher``, and implement :meth:`loss`.
+    Subclasses set ``name``, ``Config`` (their own :class:`MethodConfig` subclass),
+    ``needs`` and, if they can listen to several teachers, ``max_teachers``; they implement
+    :meth:`loss` and any of the hooks below.
     """
 
     name: ClassVar[str]
     Config: ClassVar[type[MethodConfig]]
-    needs_teacher: ClassVar[bool] = True
-    #: Share of the training split kept aside for the method's own outer objective (bilevel
-    #: methods such as TGeo-KD). The student never trains on it; the trainer puts one batch
-    #: of it in ``batch["holdout"]`` at every step.
-    holdout_fraction: float = 0.0
-    #: Language models: the method queries the teacher on sequences no cache holds
-    #: (on-policy samples), so the teacher must be loaded even when a cache exists.
-    needs_live_teacher: ClassVar[bool] = False
-    #: Language models: the method compares token distributions, so teacher and student
-    #: must share one vocabulary (sequence-level KD does not).
-    needs_same_vocabulary: ClassVar[bool] = True
+    #: What the method needs from the run; checked by the task before anything is built.
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.TEACHER, Need.SAME_VOCABULARY})
+    #: How many teachers the method can listen to (None: any number).
+    max_teachers: ClassVar[int | None] = 1
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()
         self.config = config
 
-    def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+    @property
+    def needs_teacher(self) -> bool:
+        return Need.TEACHER in self.needs
+
+    @property
+    def holdout_fraction(self) -> float:
+        """Share of the training split kept aside for the method's own outer objective
+        (``Need.HOLDOUT``: bilevel methods such as TGeo-KD). The student never trains on it;
+        the trainer puts one batch of it in ``batch["holdout"]`` at every step."""
+        return float(getattr(self.config, "holdout_fraction", 0.0))
+
+    @property
+    def context(self) -> SetupContext:
+        """The run's setup context (after :meth:`bind`)."""
+        context = self.__dict__.get("_context")
+        if context is None:
+            raise RuntimeError(f"method {self.name!r} was not set up by a run")
+        return context
+
+    def bind(self, context: SetupContext) -> None:
+        """Keep the context (outside the module tree, so the student is never a submodule
+        of the method and its weights are not duplicated in the method's state), then
+        :meth:`setup`. Called once by the trainer."""
+        self.__dict__["_context"] = context
+        self.setup(context)
+
+    def target_loss(
+        self, student: ModelOutputs, batch: dict[str, Any], **options: Any
     ) -> LossOutput:
-        """The loss on one batch. ``teacher`` is None only when ``needs_teacher`` is False."""
+        """The loss against the batch's own targets, as the run's task defines it (outside
+        a run: cross-entropy on ``batch["labels"]``, ignoring −100)."""
+        context = self.__dict__.get("_context")
+        if context is not None and context.target_loss is not None:
+            return context.target_loss(student, batch, **options)
+        from distil.methods.terms import label_and_teacher_terms
+
+        return label_and_teacher_terms(student, None, batch["labels"], alpha=0.0, **options)
+
+    # ------------------------------------------------------------------ hooks
+
+    def loss(
+        self,
+        student: ModelOutputs,
+        teachers: Mapping[str, ModelOutputs],
+        batch: dict[str, Any],
+    ) -> LossOutput:
+        """The loss on one batch. ``teachers`` maps each teacher's name to its outputs on
+        the batch (empty when the method needs no teacher)."""
         raise NotImplementedError
 
     def feature_layers(self) -> tuple[list[str], list[str]]:
         """(student layers, teacher layers) whose outputs the method reads, by module path.
 
-        The trainer taps them (``ModelOutputs.features``) and calls :meth:`setup` with their
+        The trainer taps them (``ModelOutputs.features``) and sets up the method with their
         shapes before training. Default: none (the method reads logits only).
         """
         return [], []
 
-    def setup(self, info: SetupInfo) -> None:
-        """Build what depends on the data or the tapped layers (projectors, heads, memory
-        banks, class-centre buffers), once, before the optimizer exists. Default: nothing."""
+    def setup(self, context: SetupContext) -> None:
+        """Build what depends on the data, the teachers or the tapped layers (projectors,
+        heads, memory banks, peers), once, before the optimizer exists. Default: nothing."""
 
-    def attach_student(self, student: nn.Module) -> None:
-        """Called once by the trainer. Methods that must run the student themselves (on a
-        held-out batch, for a meta-gradient) keep a reference; it is not a submodule, so the
-        student's weights are not duplicated in the method's state. Default: nothing."""
+    def prepare_data(self, data: Any, context: DataContext) -> Any:
+        """``Need.TEACHER_WRITES_DATA``: the task's splits with the training split rewritten
+        by the teacher (sequence-level KD, MiniPLM). Default: the data unchanged."""
+        return data
 
     def prepare_batch(self, batch: dict[str, Any], step: int) -> dict[str, Any]:
         """The batch the step trains on, given the sampled one (already on the device) and
-        the 0-based step; called before the teacher sees it. On-policy methods (GKD) swap in
+        the 0-based step; called before the teachers see it. On-policy methods (GKD) swap in
         sequences the student generates here. Default: the batch unchanged."""
         return batch
 
     def on_step_end(self, step: int, total_steps: int, loss: LossOutput) -> None:
         """Called after optimizer step ``step`` (1-based) with that step's loss, identical on
         every process; methods with a schedule (TAID) move it here. Default: nothing."""
+
+    def peers(self) -> dict[str, nn.Module]:
+        """Students the method trains beside the main one (online distillation). They are
+        submodules of the method, so they are optimised, synchronised and checkpointed with
+        it; the run also validates, keeps the best and reports each as a student of its own
+        under its name. Default: none."""
+        return {}
 
 
 METHODS: Registry[type[Method]] = Registry("method")

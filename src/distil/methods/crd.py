@@ -18,6 +18,7 @@ banks are buffers, so checkpoints carry them and a resumed run continues exactly
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -27,7 +28,14 @@ from torch import Tensor, nn
 
 from distil.errors import ShapeError
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.outputs import ModelOutputs
 
 
@@ -77,21 +85,21 @@ class CRD(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, info: SetupInfo) -> None:
+    def setup(self, context: SetupContext) -> None:
         config = self.config
         flat = {side: math.prod(shape[name]) for side, shape, name in (
-            ("student", info.student_shapes, config.student_layer),
-            ("teacher", info.teacher_shapes, config.teacher_layer))}  # fmt: skip
+            ("student", context.student_shapes, config.student_layer),
+            ("teacher", context.teacher_shapes, config.teacher_layer))}  # fmt: skip
         self.embed_student = Embed(flat["student"], config.feature_dim)
         self.embed_teacher = Embed(flat["teacher"], config.feature_dim)
-        if info.num_samples < 2:
+        if context.num_samples < 2:
             raise ShapeError("crd needs at least two training samples for negatives")
-        self.num_samples = info.num_samples
-        self.k = min(config.negatives, info.num_samples - 1)
+        self.num_samples = context.num_samples
+        self.k = min(config.negatives, context.num_samples - 1)
         bound = 1.0 / math.sqrt(config.feature_dim / 3)
         for bank in ("student_bank", "teacher_bank"):
             self.register_buffer(
-                bank, (torch.rand(info.num_samples, config.feature_dim) * 2 - 1) * bound
+                bank, (torch.rand(context.num_samples, config.feature_dim) * 2 - 1) * bound
             )
         self.register_buffer("normalisers", torch.full((2,), -1.0))  # Z for each side, set once
 
@@ -112,9 +120,9 @@ class CRD(Method):
         )
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "crd needs a teacher"
+        teacher = one_teacher(teachers)
         config, index = self.config, batch["index"]
         ce = F.cross_entropy(upcast(student.logits), batch["labels"])
         student_embedding = self.embed_student(upcast(student.features[config.student_layer]))

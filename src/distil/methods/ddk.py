@@ -17,6 +17,7 @@ Weights are buffers: checkpoints keep them and a resumed run continues exactly.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -24,7 +25,14 @@ from pydantic import Field
 from torch import Tensor
 
 from distil import losses
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs, move_batch
 
@@ -50,21 +58,11 @@ class DDK(Method):
     name = "ddk"
     Config = DDKConfig
 
-    def __init__(self, config: DDKConfig) -> None:
-        super().__init__(config)
-        self._student: Any = None
-        self._teacher: Any = None
-        self._train: Any = None
-        self._probes: list[Tensor] = []
-
-    def attach_student(self, student) -> None:
-        self._student = student
-
-    def attach_teacher(self, teacher: Any, data: Any) -> None:
-        """The training teacher and the training blocks the batches are drawn from."""
-        self._teacher, self._train = teacher, data.train
-        domains = data.train.domains
-        count = len(data.train.domain_names)
+    def setup(self, context: SetupContext) -> None:
+        """Uniform domain weights, and the fixed probe blocks of each domain."""
+        train = context.train_data
+        domains = train.domains
+        count = len(train.domain_names)
         self.register_buffer("weights", torch.full((count,), 1.0 / count, dtype=torch.float64))
         self.register_buffer("gaps", torch.zeros(count, dtype=torch.float64))
         generator = torch.Generator().manual_seed(self.config.seed)
@@ -86,12 +84,12 @@ class DDK(Method):
             self._members[d][torch.randint(len(self._members[d]), (), generator=generator)]
             for d in domains.tolist()
         ])  # fmt: skip
-        return move_batch(self._train.batch(picks), batch["labels"].device)
+        return move_batch(self.context.train_data.batch(picks), batch["labels"].device)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "ddk needs a teacher"
+        teacher = one_teacher(teachers)
         return label_and_teacher_terms(
             student, teacher.logits, batch["labels"], alpha=self.config.alpha,
             divergence=self.config.divergence, temperature=self.config.temperature,
@@ -110,7 +108,7 @@ class DDK(Method):
     @torch.no_grad()
     def measure_gaps(self) -> Tensor:
         """KL(teacher ‖ student) per domain on the fixed probe blocks."""
-        student = self._student
+        student, teacher = self.context.student, self.context.teacher
         was_training = student.training
         student.eval()
         device = student.head.device
@@ -119,8 +117,8 @@ class DDK(Method):
         for domain, probe in enumerate(self._probes):
             if len(probe) == 0:
                 continue
-            batch = move_batch(self._train.batch(probe), device)
-            reference = self._teacher.signal(batch).to(device).logits
+            batch = move_batch(self.context.train_data.batch(probe), device)
+            reference = teacher.signal(batch).to(device).logits
             logits = student(batch["inputs"]).float()
             mask = batch["labels"] >= 0
             gaps[domain] = float(

@@ -11,6 +11,7 @@ paper's two-stage schedule.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn.functional as F
@@ -18,7 +19,14 @@ from pydantic import Field
 
 from distil.losses.features import hint_loss
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.models.projectors import build_projector
 from distil.outputs import ModelOutputs
 
@@ -45,18 +53,18 @@ class FitNet(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, info: SetupInfo) -> None:
+    def setup(self, context: SetupContext) -> None:
         config = self.config
         self.regressor = build_projector(
-            info.student_shapes[config.student_layer], info.teacher_shapes[config.teacher_layer],
+            context.student_shapes[config.student_layer], context.teacher_shapes[config.teacher_layer],
             student_layout=config.student_layout, teacher_layout=config.teacher_layout,
             kind=config.projector,
         )  # fmt: skip
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "fitnet needs a teacher"
+        teacher = one_teacher(teachers)
         ce = F.cross_entropy(upcast(student.logits), batch["labels"])
         projected = self.regressor(student.features[self.config.student_layer])
         hint = hint_loss(projected, teacher.features[self.config.teacher_layer])

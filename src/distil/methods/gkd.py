@@ -17,13 +17,14 @@ teacher (a cache cannot score new sequences).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
 
 from distil.data.text import IGNORE_INDEX
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, Need, one_teacher, register_method
 from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 
@@ -58,14 +59,9 @@ class GKD(Method):
 
     name = "gkd"
     Config = GKDConfig
-    needs_live_teacher = True
-
-    def __init__(self, config: GKDConfig) -> None:
-        super().__init__(config)
-        self._student: Any = None
-
-    def attach_student(self, student) -> None:
-        self._student = student
+    needs: ClassVar[frozenset[Need]] = frozenset(
+        {Need.TEACHER, Need.LIVE_TEACHER, Need.SAME_VOCABULARY}
+    )
 
     def is_on_policy(self, step: int) -> bool:
         """Whether step ``step`` trains on student samples (from seed and step alone)."""
@@ -80,7 +76,7 @@ class GKD(Method):
     @torch.no_grad()
     def sample_batch(self, batch: dict[str, Any], step: int) -> dict[str, Any]:
         """Prompts of ``batch`` continued by the student; labels on the sampled tokens only."""
-        config, student = self.config, self._student
+        config, student = self.config, self.context.student
         inputs = batch["inputs"]
         prompt_len = min(config.prompt_tokens, inputs["input_ids"].shape[1] - 1)
         prompts = inputs["input_ids"][:, :prompt_len]
@@ -110,9 +106,9 @@ class GKD(Method):
         }
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "gkd needs a teacher"
+        teacher = one_teacher(teachers)
         terms = label_and_teacher_terms(
             student, teacher.logits, batch["labels"], alpha=1.0, divergence="jsd",
             temperature=self.config.temperature, term="gkd", beta=self.config.beta,

@@ -8,18 +8,25 @@ with D the T²-scaled forward KL of the paper by default, or any loss registered
 ``distil.losses``; the loss's own options are set beside it in the recipe
 (``method.divergence=jsd method.beta=0.1``) and checked against its signature. Losses that
 need the labels (``dkd``, ``pld``) receive them from the batch.
+
+With several teachers the distillation term is the weighted mean of the per-teacher terms,
+D = Σ_t w_t · D_T(z_s, z_t) (Σ w_t = 1, equal by default) — the averaged-loss form of
+multi-teacher KD (Fukuda et al., Interspeech 2017; You et al., KDD 2017), which works for any
+divergence and for sparse top-k teachers alike; N identical teachers equal one teacher.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from distil import losses
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
-from distil.methods.terms import label_and_teacher_terms
+from distil.errors import ConfigError
+from distil.methods.base import LossOutput, Method, MethodConfig, SetupContext, register_method
+from distil.methods.terms import label_and_teacher_terms, mean_over_teachers
 from distil.outputs import ModelOutputs
 from distil.registry import did_you_mean
 
@@ -33,11 +40,23 @@ class KDConfig(MethodConfig):
     temperature: float = Field(4.0, gt=0.0, description="softening temperature T")
     alpha: float = Field(0.9, ge=0.0, le=1.0, description="weight α of the distillation term")
     divergence: str = Field("forward_kl", description="registered loss used as D")
+    teacher_weights: dict[str, float] | None = Field(
+        None,
+        description="several teachers: weight of each one's term by name (default: equal); "
+        "the distillation term is the weighted mean of the per-teacher divergences",
+    )
     tail: Literal["renormalize", "residual"] = Field(
         "renormalize",
         description="with a cached top-k teacher: renormalise both on the top-k, or keep the "
         "mass outside it as one more bucket (needs temperature 1)",
     )
+
+    @field_validator("teacher_weights")
+    @classmethod
+    def _positive_weights(cls, weights: dict[str, float] | None) -> dict[str, float] | None:
+        if weights is not None and (not weights or min(weights.values()) <= 0):
+            raise ValueError("teacher weights must be positive numbers, one per teacher")
+        return weights
 
     @field_validator("divergence")
     @classmethod
@@ -80,6 +99,7 @@ class KD(Method):
 
     name = "kd"
     Config = KDConfig
+    max_teachers = None  # several teachers: the weighted mean of their terms
 
     def __init__(self, config: KDConfig) -> None:
         super().__init__(config)
@@ -88,12 +108,29 @@ class KD(Method):
         if losses.registry.accepts(config.divergence, "tail"):
             self.options["tail"] = config.tail
 
+    def setup(self, context: SetupContext) -> None:
+        weights = self.config.teacher_weights
+        if weights is not None and set(weights) != set(context.teachers):
+            raise ConfigError(
+                f"method.teacher_weights: names {sorted(weights)} must be the recipe's "
+                f"teachers {sorted(context.teachers)}"
+            )
+
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "kd needs a teacher"
-        return label_and_teacher_terms(
-            student, teacher.logits, batch["labels"], alpha=self.config.alpha,
-            divergence=self.config.divergence, temperature=self.config.temperature,
-            **self.options,
+        given = self.config.teacher_weights or dict.fromkeys(teachers, 1.0)
+        total = sum(given[name] for name in teachers)
+        return mean_over_teachers(
+            [
+                (
+                    given[name] / total,
+                    label_and_teacher_terms(
+                        student, teacher.logits, batch["labels"], alpha=self.config.alpha,
+                        divergence=self.config.divergence, temperature=self.config.temperature,
+                        **self.options,
+                    ),
+                )
+                for name, teacher in teachers.items()
+            ]
         )  # fmt: skip

@@ -26,6 +26,7 @@ from one pass of the teacher over the training split.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -35,7 +36,14 @@ from torch import Tensor, nn
 
 from distil.errors import ShapeError
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.outputs import ModelOutputs
 
 
@@ -101,21 +109,21 @@ class LELP(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, info: SetupInfo) -> None:
+    def setup(self, context: SetupContext) -> None:
         config = self.config
-        if info.teacher_outputs is None:
+        if context.teacher_outputs is None:
             raise ShapeError("lelp needs a teacher to fit its subclasses")
-        logits, features, labels = info.teacher_outputs()
+        logits, features, labels = context.teacher_outputs()
         embeddings = features[config.teacher_layer].flatten(1).double()
         projection = null_space_projection(embeddings, logits.double())
         means, directions = subclass_directions(
-            embeddings @ projection.t(), labels, info.num_classes, config.subclasses, config.seed
+            embeddings @ projection.t(), labels, context.num_classes, config.subclasses, config.seed
         )
         self.register_buffer("projection", projection.float())
         self.register_buffer("class_means", means.float())
         self.register_buffer("directions", directions.float())
-        student_dim = int(torch.tensor(info.student_shapes[config.student_layer]).prod())
-        self.head = nn.Linear(student_dim, info.num_classes * config.subclasses)
+        student_dim = int(torch.tensor(context.student_shapes[config.student_layer]).prod())
+        self.head = nn.Linear(student_dim, context.num_classes * config.subclasses)
 
     def subclass_targets(self, teacher_logits: Tensor, teacher_embeddings: Tensor) -> Tensor:
         """q(c, s | x) = p_T(c | x) · softmax_s(u_{c,s}(x) / β), flattened to ``(N, C·S)``."""
@@ -127,9 +135,9 @@ class LELP(Method):
         return (class_probs[:, :, None] * within).flatten(1)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "lelp needs a teacher"
+        teacher = one_teacher(teachers)
         config = self.config
         ce = F.cross_entropy(upcast(student.logits), batch["labels"])
         with torch.no_grad():

@@ -17,14 +17,14 @@ cross-entropy. The refined corpus (text, domain, score) is written to
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from distil.lm.config import LMModelConfig
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import DataContext, LossOutput, Method, MethodConfig, Need, register_method
 from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 
@@ -44,9 +44,10 @@ class MiniPLM(Method):
 
     name = "miniplm"
     Config = MiniPLMConfig
-    needs_teacher = False  # the teacher scores the corpus before training only
+    # the teacher scores the corpus before training only
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.TEACHER_WRITES_DATA, Need.SAME_VOCABULARY})
 
-    def prepare_lm_data(self, data: Any, teacher: Any, teacher_tokenizer: Any, run_dir: Path):
+    def prepare_data(self, data: Any, context: DataContext) -> Any:
         """Score every training block, keep the top share, write the refined corpus."""
         from distil.data.difference_sampling import difference_scores, write_refined_corpus
         from distil.lm.resolve import build_lm
@@ -56,16 +57,19 @@ class MiniPLM(Method):
             pretrain_data=data.train,
         )  # fmt: skip
         scores = difference_scores(
-            teacher, reference, data.train, batch_size=self.config.batch_size
+            context.teacher_model, reference, data.train, batch_size=self.config.batch_size
         )
         keep = max(1, round(self.config.keep_fraction * len(scores)))
         kept = scores.topk(keep).indices.sort().values
         write_refined_corpus(
-            run_dir / "refined-corpus.jsonl", data.train.subset(kept), scores[kept], data.tokenizer
+            context.run_dir / "refined-corpus.jsonl",
+            data.train.subset(kept),
+            scores[kept],
+            data.tokenizer,
         )
         return replace(data, train=data.train.subset(kept))
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
         return label_and_teacher_terms(student, None, batch["labels"], alpha=0.0)

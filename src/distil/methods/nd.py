@@ -15,6 +15,7 @@ equal the paper's after one epoch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -25,7 +26,14 @@ from torch import Tensor, nn
 from distil import losses
 from distil.errors import ShapeError
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.outputs import ModelOutputs
 
 
@@ -60,9 +68,9 @@ class ND(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, info: SetupInfo) -> None:
-        student_shape = info.student_shapes[self.config.student_layer]
-        teacher_shape = info.teacher_shapes[self.config.teacher_layer]
+    def setup(self, context: SetupContext) -> None:
+        student_shape = context.student_shapes[self.config.student_layer]
+        teacher_shape = context.teacher_shapes[self.config.teacher_layer]
         if len(student_shape) != 1 or len(teacher_shape) != 1:
             raise ShapeError(
                 f"nd reads pooled embeddings (vectors): student {student_shape}, teacher "
@@ -74,9 +82,9 @@ class ND(Method):
             else nn.Sequential(nn.BatchNorm1d(student_dim), nn.Dropout(0.5), nn.Linear(student_dim, teacher_dim))
         )  # fmt: skip
         self.register_buffer(
-            "centre_sums", torch.zeros(info.num_classes, teacher_dim, dtype=torch.float64)
+            "centre_sums", torch.zeros(context.num_classes, teacher_dim, dtype=torch.float64)
         )
-        self.register_buffer("centre_counts", torch.zeros(info.num_classes, dtype=torch.float64))
+        self.register_buffer("centre_counts", torch.zeros(context.num_classes, dtype=torch.float64))
 
     @torch.no_grad()
     def _update_centres(self, teacher_embeddings: Tensor, labels: Tensor) -> Tensor:
@@ -88,9 +96,9 @@ class ND(Method):
         )
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "nd needs a teacher"
+        teacher = one_teacher(teachers)
         config, labels = self.config, batch["labels"]
         logits = upcast(student.logits)
         teacher_embeddings = upcast(teacher.features[config.teacher_layer].flatten(1))

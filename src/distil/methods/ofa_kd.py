@@ -16,6 +16,7 @@ leave for later. The heads exist only for training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn.functional as F
@@ -24,7 +25,14 @@ from torch import nn
 
 from distil import losses
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.models.projectors import build_projector
 from distil.outputs import ModelOutputs
 
@@ -57,20 +65,20 @@ class OFA(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return list(self.config.branch_layers), []
 
-    def setup(self, info: SetupInfo) -> None:
+    def setup(self, context: SetupContext) -> None:
         config = self.config
         self.heads = nn.ModuleDict({
             _key(layer): build_projector(
-                info.student_shapes[layer], (info.num_classes,), student_layout=config.layout,
+                context.student_shapes[layer], (context.num_classes,), student_layout=config.layout,
                 kind="mlp", hidden=config.head_hidden,
             )
             for layer in config.branch_layers
         })  # fmt: skip
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "ofa needs a teacher"
+        teacher = one_teacher(teachers)
         config, labels = self.config, batch["labels"]
         logits, teacher_logits = upcast(student.logits), upcast(teacher.logits)
         options = {"labels": labels, "eps": config.eps, "temperature": config.temperature}

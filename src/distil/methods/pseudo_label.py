@@ -8,13 +8,14 @@ and the baseline that tells whether a method gains from the teacher's *soft* out
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn.functional as F
 from pydantic import Field
 
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, one_teacher, register_method
 from distil.outputs import ModelOutputs
 
 
@@ -33,9 +34,9 @@ class PseudoLabel(Method):
     Config = PseudoLabelConfig
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "pseudo_label needs a teacher"
+        teacher = one_teacher(teachers)
         logits = upcast(student.logits)
         pseudo = F.cross_entropy(logits, teacher.logits.argmax(-1))
         ce = F.cross_entropy(logits, batch["labels"])

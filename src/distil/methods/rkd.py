@@ -10,6 +10,7 @@ without a projector.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from distil.losses.features import rkd_angle_loss, rkd_distance_loss
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, one_teacher, register_method
 from distil.outputs import ModelOutputs
 
 
@@ -42,9 +43,9 @@ class RKD(Method):
         return [self.config.student_layer], [self.config.teacher_layer]
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "rkd needs a teacher"
+        teacher = one_teacher(teachers)
         config = self.config
         ce = F.cross_entropy(upcast(student.logits), batch["labels"])
         s_emb = student.features[config.student_layer].flatten(1)

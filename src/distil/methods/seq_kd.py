@@ -16,14 +16,14 @@ The generations are written to ``<run>/generations`` atomically and resume after
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from distil.data.text import prompt_response_blocks
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import DataContext, LossOutput, Method, MethodConfig, Need, register_method
 from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 
@@ -48,10 +48,10 @@ class SeqKD(Method):
 
     name = "seq_kd"
     Config = SeqKDConfig
-    needs_teacher = False  # the teacher writes the data before training, then is not needed
-    needs_same_vocabulary = False
+    # the teacher writes the data before training, then is not needed; any tokenizer will do
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.TEACHER_WRITES_DATA})
 
-    def prepare_lm_data(self, data: Any, teacher: Any, teacher_tokenizer: Any, run_dir: Path):
+    def prepare_data(self, data: Any, context: DataContext) -> Any:
         """The training split replaced by the teacher's continuations of its prompts."""
         from distil.lm.generation import generate_continuations
 
@@ -63,7 +63,8 @@ class SeqKD(Method):
             for _ in range(repeats)
         ]
         records = generate_continuations(
-            teacher, teacher_tokenizer, prompts, run_dir / "generations",
+            context.teacher_model, context.teacher_tokenizer, prompts,
+            context.run_dir / "generations",
             max_new_tokens=config.new_tokens, batch_size=config.batch_size,
             do_sample=config.decoding == "sample", seed=config.seed,
         )  # fmt: skip
@@ -73,6 +74,6 @@ class SeqKD(Method):
         return replace(data, train=train)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
         return label_and_teacher_terms(student, None, batch["labels"], alpha=0.0)

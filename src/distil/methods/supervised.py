@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
-from distil.methods.terms import label_and_teacher_terms
+from distil.methods.base import LossOutput, Method, MethodConfig, Need, register_method
 from distil.outputs import ModelOutputs
 
 
@@ -24,12 +24,12 @@ class Supervised(Method):
 
     name = "supervised"
     Config = SupervisedConfig
-    needs_teacher = False
+    needs: ClassVar[frozenset[Need]] = frozenset()
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        return label_and_teacher_terms(
-            student, None, batch["labels"], alpha=0.0,
-            label_smoothing=self.config.label_smoothing,
-        )  # fmt: skip
+        options = (
+            {"label_smoothing": self.config.label_smoothing} if self.config.label_smoothing else {}
+        )
+        return self.target_loss(student, batch, **options)

@@ -17,13 +17,14 @@ t, m and J_prev are buffers, so checkpoints keep them and a resumed run continue
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import LossOutput, Method, MethodConfig, one_teacher, register_method
 from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 
@@ -94,9 +95,9 @@ class TAID(Method):
         self.schedule = TAIDSchedule(config)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "taid needs a teacher"
+        teacher = one_teacher(teachers)
         return label_and_teacher_terms(
             student, teacher.logits, batch["labels"], alpha=self.config.alpha,
             divergence="taid_kl", temperature=self.config.temperature, term="taid",

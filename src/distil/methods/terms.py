@@ -66,3 +66,15 @@ def label_and_teacher_terms(
         options = {**options, "labels": labels}
     value = losses.get(divergence)(student.logits, teacher, temperature=temperature, **options)
     return LossOutput.combine({"ce": (1.0 - alpha, ce), term: (alpha, value)})
+
+
+def mean_over_teachers(terms: list[tuple[float, LossOutput]]) -> LossOutput:
+    """``Σ_t w_t · L_t`` for per-teacher losses that share their label term (Σ w_t = 1): the
+    parts are the weighted means of the per-teacher parts, the weights those of one teacher.
+    One teacher is returned as it is."""
+    if len(terms) == 1:
+        return terms[0][1]
+    first = terms[0][1]
+    total = sum(weight * loss.total for weight, loss in terms)
+    parts = {name: sum(weight * loss.parts[name] for weight, loss in terms) for name in first.parts}
+    return LossOutput(total=total, parts=parts, weights=dict(first.weights))

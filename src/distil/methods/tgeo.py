@@ -20,7 +20,8 @@ never trains on. The student's update uses α detached.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,14 @@ from torch import Tensor, nn
 
 from distil import losses
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    Need,
+    one_teacher,
+    register_method,
+)
 from distil.outputs import ModelOutputs, call_model
 
 GEOMETRY_FEATURES = 5
@@ -94,17 +102,13 @@ class TGeoKD(Method):
 
     name = "tgeo"
     Config = TGeoConfig
+    needs: ClassVar[frozenset[Need]] = frozenset({Need.TEACHER, Need.SAME_VOCABULARY, Need.HOLDOUT})
 
     def __init__(self, config: TGeoConfig) -> None:
         super().__init__(config)
-        self.holdout_fraction = config.holdout_fraction
         self.fusion = nn.Sequential(
             nn.Linear(GEOMETRY_FEATURES, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1)
         )
-        self._student: list[nn.Module] = []  # a list, so the student is not a submodule
-
-    def attach_student(self, student: nn.Module) -> None:
-        self._student[:] = [student]
 
     def fusion_ratio(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
@@ -118,9 +122,9 @@ class TGeoKD(Method):
         return torch.sigmoid(self.fusion(features.to(self.fusion[0].weight.dtype))).squeeze(-1)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "tgeo needs a teacher"
+        teacher = one_teacher(teachers)
         logits, labels = upcast(student.logits), batch["labels"]
         kd = losses.forward_kl(
             logits, teacher.logits, temperature=self.config.temperature, reduction="none"
@@ -134,13 +138,13 @@ class TGeoKD(Method):
             "ce": (0.0, ce.mean()),
             "alpha": (0.0, alpha.detach().mean()),
         }
-        if "holdout" in batch and torch.is_grad_enabled() and self._student:
+        if "holdout" in batch and torch.is_grad_enabled():
             terms["fusion"] = (1.0, self._fusion_objective(alpha, kd - ce, batch["holdout"]))
         return LossOutput.combine(terms)
 
     def _fusion_objective(self, alpha: Tensor, gap: Tensor, holdout: dict[str, Any]) -> Tensor:
         """−Σ_i α_i ĉ_i / N: lower when α favours the term that also lowers the held-out loss."""
-        student = self._student[0]
+        student = self.context.student
         parameters = [p for p in student.parameters() if p.requires_grad]
         holdout_logits = upcast(call_model(student, holdout["inputs"]))
         holdout_loss = F.cross_entropy(holdout_logits, holdout["labels"])

@@ -20,6 +20,7 @@ temperature schedule; we use dense softmax graphs (no k) — a simplification, d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
@@ -31,7 +32,14 @@ from distil import losses
 from distil.errors import ShapeError
 from distil.losses.divergences import kl_rows
 from distil.losses.logits import upcast
-from distil.methods.base import LossOutput, Method, MethodConfig, SetupInfo, register_method
+from distil.methods.base import (
+    LossOutput,
+    Method,
+    MethodConfig,
+    SetupContext,
+    one_teacher,
+    register_method,
+)
 from distil.outputs import ModelOutputs
 
 Layout = Literal["map", "tokens"]
@@ -92,18 +100,18 @@ class TRG(Method):
     def feature_layers(self) -> tuple[list[str], list[str]]:
         return [self.config.student_layer], [self.config.teacher_layer]
 
-    def setup(self, info: SetupInfo) -> None:
+    def setup(self, context: SetupContext) -> None:
         config = self.config
-        student = info.student_shapes[config.student_layer]
-        teacher = info.teacher_shapes[config.teacher_layer]
+        student = context.student_shapes[config.student_layer]
+        teacher = context.teacher_shapes[config.teacher_layer]
         student_width = student[-1] if config.student_layout == "tokens" else student[0]
         teacher_width = teacher[-1] if config.teacher_layout == "tokens" else teacher[0]
         self.projector = nn.Linear(student_width, teacher_width)
 
     def loss(
-        self, student: ModelOutputs, teacher: ModelOutputs | None, batch: dict[str, Any]
+        self, student: ModelOutputs, teachers: Mapping[str, ModelOutputs], batch: dict[str, Any]
     ) -> LossOutput:
-        assert teacher is not None, "trg needs a teacher"
+        teacher = one_teacher(teachers)
         config = self.config
         logits = upcast(student.logits)
         s_tokens = self.projector(

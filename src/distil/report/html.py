@@ -70,9 +70,9 @@ def _figures(
     """Draw the three figures into a scratch folder and return them as (title, data URI)."""
     history_by_run = {label: run.history for label, run in zip(labels, runs, strict=True)}
     reliability_by_label = {
-        label: run.metrics["reliability"]
+        label: run.reliability
         for label, run in zip(labels, runs, strict=True)
-        if isinstance(run.metrics.get("reliability"), dict)
+        if isinstance(run.reliability, dict)
     }
     ece_by_label = {
         label: nested_get(run.metrics, "last", "test", "ece")

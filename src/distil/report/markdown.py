@@ -22,16 +22,23 @@ def format_cell(row: dict[str, Any], metric: str, digits: int = 3) -> str:
     return f"{mean:.{digits}f}" if std is None else format_mean_std(mean, std, digits=digits)
 
 
+#: The columns of a classifier's table.
+CLASSIFICATION_COLUMNS = ("accuracy", "ece", "agreement", "nll")
+
+
 def markdown_table(
     rows: Sequence[dict[str, Any]],
-    columns: Sequence[str] = ("accuracy", "ece", "agreement", "nll"),
+    columns: Sequence[str] | None = None,
     digits: int = 3,
 ) -> str:
     """Render summary rows (see :func:`distil.report.summary_rows`) as a markdown table.
 
     Columns: ``method``, ``n`` (seeds), then one ``mean ± std`` column per entry of
-    ``columns``; missing values show as ``—``. Numbers are right-aligned.
+    ``columns`` — by default a classifier's (accuracy, ECE, agreement, NLL) when the rows
+    have accuracy, else every metric some row reports; missing values show as ``—``.
     """
+    if columns is None:
+        columns = default_columns(rows)
     header = ["method", "n", *columns]
     lines = [
         "| " + " | ".join(header) + " |",
@@ -42,3 +49,11 @@ def markdown_table(
         cells += [format_cell(row, metric, digits) for metric in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def default_columns(rows: Sequence[dict[str, Any]]) -> Sequence[str]:
+    """A classifier's columns when the rows have accuracy, else every metric some row has."""
+    if any(row.get("accuracy") is not None for row in rows):
+        return CLASSIFICATION_COLUMNS
+    keys = [k for k in (rows[0] if rows else {}) if k not in ("method", "n_seeds")]
+    return [k for k in keys if not k.endswith("_std") and any(r.get(k) is not None for r in rows)]

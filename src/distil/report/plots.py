@@ -91,8 +91,11 @@ def plot_loss_curves(
                 )
                 plotted_losses += values
         val_rows = [
-            row for row in rows if row.get("kind") == "eval" and row.get("split", "val") == "val"
-        ]
+            row
+            for row in rows
+            if row.get("kind") == "eval" and row.get("split", "val") == "val"
+            and "student" not in row  # peers' rows belong to their own curves
+        ]  # fmt: skip
         steps, accuracies = _series(val_rows, "accuracy")
         if steps:
             accuracy_axes.plot(steps, accuracies, color=colour, marker=".", label=label)

@@ -59,6 +59,37 @@ class RunRecord:
         return self._run_info.get("seed")
 
     @property
+    def reliability(self) -> dict[str, Any] | None:
+        """The main student's reliability bins on the test split (classification runs)."""
+        task = self.metrics.get("task")
+        bins = nested_get(self.metrics, task, "reliability", "student") if task else None
+        return (
+            bins if bins is not None else self.metrics.get("reliability")
+        )  # runs written before the envelope
+
+    def student_entries(self) -> list[tuple[str, dict[str, Any], Any]]:
+        """(row label, last-step test metrics, test accuracy at the best validation step)
+        for every student of the run: the main one under the method's name, each peer a
+        method trains beside it as ``method:peer``."""
+        entries = [(self.method, nested_get(self.metrics, "last", "test") or {},
+                    nested_get(self.metrics, "best_val", "test", "accuracy"))]  # fmt: skip
+        for name, block in (self.metrics.get("students") or {}).items():
+            if name != "student" and isinstance(block, dict):
+                entries.append((f"{self.method}:{name}", nested_get(block, "last", "test") or {},
+                                nested_get(block, "best_val", "test", "accuracy")))  # fmt: skip
+        return entries
+
+    def teacher_tests(self) -> dict[str, dict[str, Any]]:
+        """Each teacher's own test metrics, by name (``teachers``; older runs: ``teacher``)."""
+        named = {
+            name: nested_get(block, "test")
+            for name, block in (self.metrics.get("teachers") or {}).items()
+        }
+        if not named and isinstance(nested_get(self.metrics, "teacher", "test"), dict):
+            named = {"teacher": self.metrics["teacher"]["test"]}
+        return {name: test for name, test in named.items() if isinstance(test, dict)}
+
+    @property
     def label(self) -> str:
         """A short label for legends: the name, plus the seed when known."""
         return self.name if self.seed is None else f"{self.name} (seed {self.seed})"
@@ -125,25 +156,34 @@ def load_run(run_dir: str | Path) -> RunRecord:
 def _summarise(method: str, metric_dicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean and std of every summary metric over ``metric_dicts``; absent metrics → None."""
     row: dict[str, Any] = {"method": method, "n_seeds": len(metric_dicts)}
-    for metric in SUMMARY_METRICS:
+    # the usual metrics first, then whatever else a task reports (a regression's mse)
+    others = sorted(
+        {k for d in metric_dicts for k, v in d.items() if isinstance(v, int | float)}
+        - set(SUMMARY_METRICS)
+        - {"tokens"}
+    )
+    for metric in (*SUMMARY_METRICS, *others):
         values = [d[metric] for d in metric_dicts if d.get(metric) is not None]
         row[metric], row[f"{metric}_std"] = mean_std(values) if values else (None, None)
     return row
 
 
-def _teacher_row(runs: Iterable[RunRecord]) -> dict[str, Any] | None:
-    # Runs that share one teacher repeat its metrics verbatim; counting each copy would claim
-    # seeds the teacher never had, so identical entries count once.
-    distinct: dict[str, dict[str, Any]] = {}
+def _teacher_rows(runs: Iterable[RunRecord]) -> list[dict[str, Any]]:
+    """One row per teacher name (``teacher``, or ``teacher:<name>`` when runs have several).
+
+    Runs that share one teacher repeat its metrics verbatim; counting each copy would claim
+    seeds the teacher never had, so identical entries count once."""
+    distinct: dict[str, dict[str, dict[str, Any]]] = {}
     for run in runs:
-        teacher_test = nested_get(run.metrics, "teacher", "test")
-        if isinstance(teacher_test, dict):
-            distinct.setdefault(json.dumps(teacher_test, sort_keys=True), teacher_test)
-    if not distinct:
-        return None
-    row = _summarise("teacher", list(distinct.values()))
-    row["best_val_accuracy"] = row["best_val_accuracy_std"] = None
-    return row
+        for name, test in run.teacher_tests().items():
+            distinct.setdefault(name, {}).setdefault(json.dumps(test, sort_keys=True), test)
+    rows = []
+    for name, tests in distinct.items():
+        label = "teacher" if len(distinct) == 1 else f"teacher:{name}"
+        row = _summarise(label, list(tests.values()))
+        row["best_val_accuracy"] = row["best_val_accuracy_std"] = None
+        rows.append(row)
+    return rows
 
 
 def summary_rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
@@ -156,22 +196,19 @@ def summary_rows(runs: Sequence[RunRecord]) -> list[dict[str, Any]]:
     ``best_val_accuracy`` / ``best_val_accuracy_std``, because choosing the step on
     validation is a different protocol from taking the last step.
 
-    When any run records teacher metrics, a first row with method ``"teacher"`` summarises
-    ``teacher.test``.
+    When any run records teacher metrics, first rows (method ``"teacher"``, or
+    ``"teacher:<name>"`` for several teachers) summarise each teacher's ``test`` block. A
+    peer student a method trains beside the main one gets its own row, ``method:peer``.
     """
-    runs_by_method: dict[str, list[RunRecord]] = {}
+    entries_by_label: dict[str, list[tuple[dict[str, Any], Any]]] = {}
     for run in runs:
-        runs_by_method.setdefault(run.method, []).append(run)
+        for label, last_test, best_val in run.student_entries():
+            entries_by_label.setdefault(label, []).append((last_test, best_val))
 
-    rows: list[dict[str, Any]] = []
-    teacher_row = _teacher_row(runs)
-    if teacher_row is not None:
-        rows.append(teacher_row)
-    for method, method_runs in runs_by_method.items():
-        last_test = [nested_get(run.metrics, "last", "test") or {} for run in method_runs]
-        row = _summarise(method, last_test)
-        best_val = [nested_get(run.metrics, "best_val", "test", "accuracy") for run in method_runs]
-        best_val_values = [value for value in best_val if value is not None]
+    rows: list[dict[str, Any]] = _teacher_rows(runs)
+    for method, entries in entries_by_label.items():
+        row = _summarise(method, [last_test for last_test, _ in entries])
+        best_val_values = [value for _, value in entries if value is not None]
         row["best_val_accuracy"], row["best_val_accuracy_std"] = (
             mean_std(best_val_values) if best_val_values else (None, None)
         )

@@ -8,10 +8,10 @@ import torch
 from accelerate.utils import set_seed
 from torch.utils.data import default_collate
 
-from distil.config import RunConfig, StudentConfig
 from distil.data import DataSplits
 from distil.models import build_model
 from distil.search.diswot import diswot_score, signature
+from distil.tasks.classification import ClassificationConfig, StudentConfig
 
 
 @dataclass
@@ -30,7 +30,7 @@ def _network(spec: StudentConfig, data: DataSplits) -> torch.nn.Module:
     )
 
 
-def rank_candidates(config: RunConfig, data: DataSplits) -> list[RankedCandidate]:
+def rank_candidates(config: ClassificationConfig, data: DataSplits) -> list[RankedCandidate]:
     """Score every ``search.candidates`` entry; best first. Nothing is trained."""
     search = config.search
     generator = torch.Generator().manual_seed(search.seed)

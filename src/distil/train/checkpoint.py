@@ -5,8 +5,10 @@ Layout of ``<run>/checkpoints``::
     step-000120/   model.safetensors (student), method.safetensors (the method's own
                    parameters), optimizer.{json,safetensors}, trainer.json, rank<r>.{json,safetensors}…
     best-000100/   model.safetensors (weights only: all that "best" is used for)
+    best-peer-000090/  a peer student's best weights (methods that train a cohort)
     last.json      {"dir": "step-000120", "step": 120}
     best.json      {"dir": "best-000100", "step": 100, "metric": 0.93}
+    best-peer.json {"dir": "best-peer-000090", "step": 90, "metric": 0.91}
 
 A folder is written under a temporary name and renamed when complete; the pointer files are
 replaced atomically after that. A kill therefore leaves either the previous checkpoint or the
@@ -68,8 +70,14 @@ def commit(root: Path, name: str, pointer: str, info: dict[str, Any]) -> None:
     _remove_unreferenced(root)
 
 
+def best_pointer(student: str = "student") -> str:
+    """The pointer of a student's best-validation weights: ``best`` for the run's main
+    student, ``best-<name>`` for a peer a method trains beside it."""
+    return "best" if student == "student" else f"best-{student}"
+
+
 def _remove_unreferenced(root: Path) -> None:
-    keep = {read_pointer(root, p)["dir"] for p in ("last", "best") if (root / f"{p}.json").exists()}
+    keep = {read_json(pointer)["dir"] for pointer in root.glob("*.json")}
     for folder in root.iterdir():
         if folder.is_dir() and folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)

@@ -1,44 +1,46 @@
-"""Prepare a method before training: tap its layers, measure them, let it build its parts."""
+"""Prepare a method before training: tap its layers, measure them, hand it its context."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
 from distil.data.datasets import in_order
-from distil.methods.base import Method, SetupInfo
+from distil.methods.base import Method, SetupContext, one_teacher
 from distil.models.taps import discover_shapes
-from distil.outputs import call_model
 from distil.teachers.base import Teacher
 
 
 def prepare_method(
     method: Method,
     student: nn.Module,
-    teacher: Teacher | None,
+    teachers: Mapping[str, Teacher],
     train_data: Dataset,
-    batch_size: int,
+    *,
+    task: Any,
+    data: Any = None,
+    batch_size: int = 512,
 ) -> None:
     """Tap the teacher layers the method reads, measure both sides' shapes on two training
-    samples, and call ``method.setup`` — before the optimizer exists, so whatever the method
-    builds is trained, checkpointed and synchronised with the student."""
+    samples, and bind the method to its :class:`SetupContext` — before the optimizer exists,
+    so whatever the method builds is trained, checkpointed and synchronised with the student.
+    Methods that read teacher layers listen to one teacher (``max_teachers = 1``)."""
     student_layers, teacher_layers = method.feature_layers()
+    teacher = one_teacher(teachers) if len(teachers) == 1 else None
     if teacher_layers:
         teacher.capture(teacher_layers)
     sample = default_collate([train_data[i] for i in range(min(2, len(train_data)))])
     student_shapes = (
         discover_shapes(student, sample["inputs"], student_layers) if student_layers else {}
     )
-    was_training = student.training
-    with torch.no_grad():
-        num_classes = call_model(student.eval(), sample["inputs"]).shape[-1]
-    student.train(was_training)
     teacher_shapes = {}
     if teacher_layers:
         features = teacher.signal(sample).features
         teacher_shapes = {name: tuple(value.shape[1:]) for name, value in features.items()}
-    num_samples = len(getattr(train_data, "dataset", train_data))  # a Subset indexes the whole
 
     @torch.no_grad()
     def teacher_outputs() -> tuple[Tensor, dict[str, Tensor], Tensor]:
@@ -51,5 +53,18 @@ def prepare_method(
         merged = {k: torch.cat([f[k] for f in features]) for k in features[0]}
         return torch.cat(logits), merged, torch.cat(labels)
 
-    method.setup(SetupInfo(student_shapes, teacher_shapes, num_classes, num_samples,
-                           teacher_outputs if teacher is not None else None))  # fmt: skip
+    method.bind(
+        SetupContext(
+            student=student,
+            teachers=dict(teachers),
+            train_data=train_data,
+            data=data,
+            forward=task.forward,
+            student_shapes=student_shapes,
+            teacher_shapes=teacher_shapes,
+            num_classes=task.num_classes(data) if data is not None else None,
+            build_student=(lambda: task.build_student(data)) if data is not None else None,
+            teacher_outputs=teacher_outputs if teacher is not None else None,
+            target_loss=task.target_loss,
+        )
+    )

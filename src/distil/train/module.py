@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from distil.methods.base import LossOutput, Method
-from distil.models.language_model import LanguageModel
 from distil.models.taps import FeatureTaps
-from distil.outputs import ModelOutputs, call_model
+from distil.outputs import ModelOutputs
 
 
 class StudentWithMethod(nn.Module):
     """Student and method in one module, so DDP synchronises the method's own parameters
-    (projectors, heads) together with the student's."""
+    (projectors, heads, peer students) together with the student's. ``forward_model`` is the
+    task's way of running a model on a batch; the student's tapped features are added."""
 
-    def __init__(self, student: nn.Module, method: Method) -> None:
+    def __init__(
+        self,
+        student: nn.Module,
+        method: Method,
+        forward_model: Callable[[nn.Module, dict[str, Any]], ModelOutputs],
+    ) -> None:
         super().__init__()
         self.student = student
         self.method = method
-        method.attach_student(student)
+        self.__dict__["forward_model"] = forward_model  # a task's function, not a submodule
         student_layers, _ = method.feature_layers()
         self.taps = (
             FeatureTaps(student, student_layers, owner="student") if student_layers else None
         )
 
     def forward(
-        self, batch: dict[str, Any], teacher: ModelOutputs | None
+        self, batch: dict[str, Any], teachers: Mapping[str, ModelOutputs]
     ) -> tuple[ModelOutputs, LossOutput]:
-        if isinstance(self.student, LanguageModel):
-            # Logits stay unmaterialised: the method's fused loss computes them chunk by chunk.
-            student_outputs = ModelOutputs(
-                logits=None,
-                hidden=self.student.hidden(batch["inputs"]),
-                head=self.student.head,
-                vocab_size=self.student.vocab_size,
-            )
-        else:
-            logits = call_model(self.student, batch["inputs"])
-            features = self.taps.pop() if self.taps is not None else {}
-            student_outputs = ModelOutputs(logits=logits, features=features)
-        return student_outputs, self.method.loss(student_outputs, teacher, batch)
+        student_outputs = self.forward_model(self.student, batch)
+        if self.taps is not None:
+            student_outputs.features = self.taps.pop()
+        return student_outputs, self.method.loss(student_outputs, teachers, batch)

@@ -1,10 +1,13 @@
 """The one training loop, on Hugging Face Accelerate.
 
-Every method trains here: the loop asks the teacher for its signal, runs the student, lets
-the method turn both into a :class:`~distil.methods.base.LossOutput`, and steps the
-optimizer. It owns gradient accumulation and clipping, the LR schedule, mixed precision,
-periodic validation, best/last checkpoints with exact resume, the per-step log and the
-loss-balance diagnostic. The same code runs on one CPU and under ``accelerate launch``.
+Every method and every task trains here: the loop asks the teachers for their signals, has
+the task run the student, lets the method turn both into a
+:class:`~distil.methods.base.LossOutput`, and steps the optimizer. It owns gradient
+accumulation and clipping, the LR schedule, mixed precision, periodic validation of every
+student (the main one and any peers the method trains), best/last checkpoints with exact
+resume, the per-step log and the loss-balance diagnostic. It knows no task: what a batch
+means (how to run a model on it, how many targets it carries) comes from the ``task`` it is
+given (:class:`LoopTask`). The same code runs on one CPU and under ``accelerate launch``.
 """
 
 from __future__ import annotations
@@ -13,19 +16,19 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
 from torch import nn
 from torch.utils.data import Dataset, default_collate
 
-from distil.data.text import IGNORE_INDEX
 from distil.errors import CheckpointError, ConfigError
-from distil.eval.validators import ClassificationValidator, Validator, higher_is_better
-from distil.methods.base import LossOutput, Method
-from distil.outputs import move_batch
+from distil.methods.base import MAIN_STUDENT, LossOutput, Method
+from distil.outputs import ModelOutputs, move_batch
 from distil.teachers.base import Teacher
 from distil.train import checkpoint
 from distil.train.accelerator import make_accelerator
@@ -44,6 +47,35 @@ log = logging.getLogger("distil")
 #: Gradient-share measurements averaged before the balance diagnostic may warn.
 BALANCE_MIN_MEASUREMENTS = 3
 
+#: Scores one student on the validation split: ``(model, device) -> {metric: value}``.
+Validator = Callable[[nn.Module, torch.device], dict]
+
+
+class LoopTask(Protocol):
+    """What the loop needs to know of a task (:class:`distil.tasks.Task` is one)."""
+
+    maximised_metrics: frozenset[str]
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> ModelOutputs:
+        """Run a model of the task on a batch."""
+        ...
+
+    def count_targets(self, batch: dict[str, Any]) -> int:
+        """The targets a batch carries (samples, labelled tokens): its weight in a step."""
+        ...
+
+    def num_classes(self, data: Any) -> int | None:
+        """Classes of the model's output, if it has any."""
+        ...
+
+    def target_loss(self, student: ModelOutputs, batch: dict[str, Any], **options: Any) -> Any:
+        """The loss against the batch's own targets (what ``supervised`` trains on)."""
+        ...
+
+    def build_student(self, data: Any) -> nn.Module:
+        """A fresh student of the recipe (a method's peers are built with it)."""
+        ...
+
 
 @dataclass
 class TrainState:
@@ -54,6 +86,8 @@ class TrainState:
     micro_batches_done: int = 0  # in the current epoch, on each rank
     best_metric: float | None = None
     best_step: int | None = None
+    #: Peers' best validation (metric, step), by name.
+    peer_best: dict[str, list] = field(default_factory=dict)
     balance_warned: bool = False
     balance_share_sums: dict[str, float] = field(default_factory=dict)
     balance_measurements: int = 0
@@ -73,46 +107,53 @@ class TrainResult:
 
 
 class Trainer:
-    """Trains ``student`` with ``method`` on ``train_data``, validating on ``val_data``."""
+    """Trains ``student`` with ``method`` on ``train_data``, validating every student.
+
+    ``teachers`` maps each teacher's name to what the loop queries for its signal (a live
+    module, precomputed outputs, a cache split); ``validator`` scores the main student, and
+    ``peer_validator(name)`` makes one for each peer the method trains (default: the same).
+    ``data`` is the task's splits, handed to the method's setup.
+    """
 
     def __init__(
         self,
         student: nn.Module,
         method: Method,
         *,
+        task: LoopTask,
         train_data: Dataset,
-        val_data: Dataset,
         config: TrainConfig,
         output_dir: Path | str,
-        teacher: Teacher | None = None,
-        eval_teacher: Teacher | None = None,
-        select_metric: str = "accuracy",
-        ece_bins: int = 15,
-        eval_batch_size: int = 512,
+        validator: Validator,
+        select_metric: str,
+        teachers: Mapping[str, Teacher] | None = None,
+        data: Any = None,
         accelerator: Accelerator | None = None,
-        validator: Validator | None = None,
+        peer_validator: Callable[[str], Validator] | None = None,
+        setup_batch_size: int = 512,
     ) -> None:
-        if method.needs_teacher and teacher is None:
+        teachers = dict(teachers or {})
+        if method.needs_teacher and not teachers:
             raise ConfigError(f"method.name: {method.name!r} needs a teacher; none was given")
         self.config = config
-        self.teacher = teacher
-        # A precomputed teacher only knows the training samples; validation needs a live one.
-        self.eval_teacher = eval_teacher or teacher
+        self.task = task
+        self.teachers = teachers
         self.method = method
         self.train_data, self.holdout_data = split_holdout(
             train_data, method.holdout_fraction, config.seed
         )
-        self.val_data = val_data
-        self.validator = validator or ClassificationValidator(
-            val_data, self.eval_teacher, batch_size=eval_batch_size, ece_bins=ece_bins
-        )
         self.output_dir = Path(output_dir)
         self.select_metric = select_metric
-        self.ece_bins = ece_bins
-        self.eval_batch_size = eval_batch_size
+        self.maximise = select_metric in task.maximised_metrics
         self.accelerator = accelerator or make_accelerator(config.mixed_precision)
-        prepare_method(method, student, teacher, self.train_data, self.eval_batch_size)
-        self.module = StudentWithMethod(student, method)
+        prepare_method(
+            method, student, teachers, self.train_data, task=task, data=data,
+            batch_size=setup_batch_size,
+        )  # fmt: skip
+        self.module = StudentWithMethod(student, method, task.forward)
+        self.validators = {MAIN_STUDENT: validator}
+        for name in method.peers():
+            self.validators[name] = peer_validator(name) if peer_validator else validator
         self.checkpoints = self.output_dir / "checkpoints"
 
         world = self.accelerator.num_processes
@@ -211,9 +252,10 @@ class Trainer:
             batches.append(self.method.prepare_batch(move_batch(batch, acc.device), state.step))
         shares = self._micro_batch_shares(batches)
         for position, batch in enumerate(batches):
-            teacher_outputs = None
-            if self.method.needs_teacher:
-                teacher_outputs = self.teacher.signal(batch).to(acc.device)
+            teacher_outputs = {
+                name: teacher.signal(batch).to(acc.device)
+                for name, teacher in self.teachers.items()
+            }
             is_last = position == len(group) - 1
             with contextlib.ExitStack() as stack:
                 if not is_last:
@@ -248,12 +290,12 @@ class Trainer:
         return window.last
 
     def _micro_batch_shares(self, batches: list[dict]) -> list[float]:
-        """Each micro-batch's share of the step's gradient: its labelled targets (samples, or
-        tokens for an LM) over the step's total on all processes, times the process count
-        (DDP averages over processes). Mean losses per micro-batch then add up to the mean
-        over every labelled target of the step, however unevenly they are spread."""
+        """Each micro-batch's share of the step's gradient: its targets as the task counts
+        them (samples, or labelled tokens for an LM) over the step's total on all processes,
+        times the process count (DDP averages over processes). Mean losses per micro-batch
+        then add up to the mean over every target of the step, however unevenly spread."""
         counts = torch.tensor(
-            [float((batch["labels"] != IGNORE_INDEX).sum()) for batch in batches],
+            [float(self.task.count_targets(batch)) for batch in batches],
             device=self.accelerator.device,
         )
         total = counts.sum()
@@ -330,31 +372,48 @@ class Trainer:
     def _due(every: int | None, step: int, epoch_done: bool, finished: bool) -> bool:
         return finished or (epoch_done if every is None else step % every == 0)
 
+    def students(self) -> dict[str, nn.Module]:
+        """Every student of the run by name: the main one, then the method's peers."""
+        return {MAIN_STUDENT: self.module.student, **self.method.peers()}
+
     def _validate(self, state: TrainState, metrics_log) -> dict:
-        metrics = self.validator(self.module.student, self.accelerator.device)
-        metrics_log.write(
-            {"kind": "eval", "step": state.step, "epoch": state.epoch, "split": "val", **metrics}
-        )
-        value = metrics[self.select_metric]
-        better = state.best_metric is None or (
-            value > state.best_metric
-            if higher_is_better(self.select_metric)
-            else value < state.best_metric
-        )
-        if better:
-            state.best_metric, state.best_step = value, state.step
-            if self.accelerator.is_main_process:
-                name = f"best-{state.step:06d}"
-                folder = checkpoint.begin(self.checkpoints, name)
-                checkpoint.write_model(folder, self.module.student.state_dict())
-                checkpoint.commit(
-                    self.checkpoints,
-                    name,
-                    "best",
-                    {"step": state.step, "metric": value, "select_metric": self.select_metric},
-                )
-            self.accelerator.wait_for_everyone()
-        return metrics
+        """Score every student; keep each one's best weights by its own validation metric.
+        Returns the main student's metrics."""
+        main_metrics: dict = {}
+        for name, model in self.students().items():
+            metrics = self.validators[name](model, self.accelerator.device)
+            row = {"kind": "eval", "step": state.step, "epoch": state.epoch, "split": "val"}
+            if name != MAIN_STUDENT:
+                row["student"] = name
+            metrics_log.write({**row, **metrics})
+            value = metrics[self.select_metric]
+            if name == MAIN_STUDENT:
+                main_metrics, best = metrics, state.best_metric
+            else:
+                best = state.peer_best.get(name, [None])[0]
+            better = best is None or (value > best if self.maximise else value < best)
+            if not better:
+                continue
+            if name == MAIN_STUDENT:
+                state.best_metric, state.best_step = value, state.step
+            else:
+                state.peer_best[name] = [value, state.step]
+            self._save_best(name, model, value, state.step)
+        return main_metrics
+
+    def _save_best(self, student: str, model: nn.Module, value: float, step: int) -> None:
+        pointer = checkpoint.best_pointer(student)
+        if self.accelerator.is_main_process:
+            name = f"{pointer}-{step:06d}"
+            folder = checkpoint.begin(self.checkpoints, name)
+            checkpoint.write_model(folder, model.state_dict())
+            checkpoint.commit(
+                self.checkpoints,
+                name,
+                pointer,
+                {"step": step, "metric": value, "select_metric": self.select_metric},
+            )
+        self.accelerator.wait_for_everyone()
 
     def _save(self, optimizer, scheduler, state: TrainState, window: LossWindow) -> None:
         acc = self.accelerator
