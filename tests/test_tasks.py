@@ -198,7 +198,9 @@ def test_a_third_task_trains_with_supervised_and_with_a_kd_style_method(tmp_path
     for result in (alone, distilled):
         metrics = json.loads((result.run_dir / "metrics.json").read_text())
         assert metrics["task"] == "regression" and metrics["run"]["task"] == "regression"
-        assert metrics["best_val"]["test"]["mse"] >= 0 and (result.run_dir / "report.html").is_file()
+        assert (
+            metrics["best_val"]["test"]["mse"] >= 0 and (result.run_dir / "report.html").is_file()
+        )
     start = float(target_function(torch.rand(4096, 2) * 2 - 1).var())  # predicting the mean
     assert alone.metrics["last"]["test"]["mse"] < start  # it learnt something...
     # seeds 0 and 1 measured: 0.233 / 0.263 alone, 0.015 / 0.011 distilled
@@ -376,11 +378,15 @@ def test_peers_are_evaluated_checkpointed_resumed_and_reported(
     history = [
         json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()
     ]
-    assert {row.get("student") for row in history if row["kind"] == "eval"} == {
-        None,
-        "peer1",
-        "peer2",
-    }
+    students = {row.get("student") for row in history if row["kind"] == "eval"}
+    assert students == {None, "peer1", "peer2"}
+    for name in ("peer1", "peer2"):  # each peer's best is picked by its own validation curve
+        curve = [(row["accuracy"], -row["step"]) for row in history
+                 if row["kind"] == "eval" and row.get("student") == name]  # fmt: skip
+        best_accuracy, best_step = max(curve)
+        assert metrics["students"][name]["best_val"]["step"] == -best_step
+        best_val = metrics["students"][name]["best_val"]["val"]["accuracy"]
+        assert best_val == pytest.approx(best_accuracy)
     rows = {row["method"]: row for row in summary_rows([load_run(straight.run_dir)])}
     assert rows["tiny_cohort:peer1"]["accuracy"] == pytest.approx(
         metrics["students"]["peer1"]["last"]["test"]["accuracy"]
