@@ -180,6 +180,8 @@ def test_seq_kd_works_across_tokenizers_where_word_level_kd_is_refused(workdir, 
     method = {"name": "seq_kd", "prompt_tokens": 8, "new_tokens": 24, "samples_per_prompt": 2}
     result = train(workdir, method, name="seq-kd-x", data=other, teacher=teacher)
     generated = (result.run_dir / "generations" / "part-00000.jsonl").read_text().splitlines()
-    assert len(generated) == 64 and "test" not in result.metrics["teachers"]["teacher"]  # no shared vocabulary
+    assert (
+        len(generated) == 64 and "test" not in result.metrics["teachers"]["teacher"]
+    )  # no shared vocabulary
     alone_other = train(workdir, {"name": "supervised"}, name="alone-x", data=other, teacher=None)
     assert perplexity(result) < 0.9 * perplexity(alone_other)

@@ -58,7 +58,9 @@ def test_kd_gradient_matches_finite_differences():
     method = build_method({"name": "kd", "temperature": 3.0, "alpha": 0.7})
 
     def total(student):
-        return method.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}).total
+        return method.loss(
+            ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}
+        ).total
 
     student = logits(4, (4, 6)).requires_grad_()
     assert torch.autograd.gradcheck(total, (student,), eps=1e-6, atol=1e-7)
@@ -70,7 +72,9 @@ def test_kd_takes_any_registered_divergence():
     reverse = build_method(
         {"name": "kd", "divergence": "reverse_kl", "alpha": 1.0, "temperature": 1.0}
     )
-    out = reverse.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels})
+    out = reverse.loss(
+        ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}
+    )
     expected = rel_entr(softmax(student.numpy(), -1), softmax(teacher.numpy(), -1)).sum(-1).mean()
     assert float(out.total) == pytest.approx(expected, rel=1e-9)
 
@@ -89,7 +93,9 @@ def test_kd_passes_divergence_options_and_labels():
     dkd = build_method(
         {"name": "kd", "divergence": "dkd", "beta": 2.0, "alpha": 1.0, "temperature": 1.0}
     )
-    got = dkd.loss(ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}).total
+    got = dkd.loss(
+        ModelOutputs(student), {"teacher": ModelOutputs(teacher)}, {"labels": labels}
+    ).total
     from distil import losses
 
     assert float(got) == pytest.approx(float(losses.dkd(student, teacher, labels=labels, beta=2.0)))

@@ -11,8 +11,8 @@ from conftest import LM_DATA, LM_TEACHER, lm_recipe
 from distil.config import parse_config
 from distil.eval.monitors import TeacherHackingMonitor, relative_trend, teacher_hacking_verdict
 from distil.lm.config import LMModelConfig
-from distil.pipeline import run
 from distil.lm.resolve import pretrained_folder
+from distil.pipeline import run
 
 
 def test_relative_trend_is_the_fitted_fractional_change():

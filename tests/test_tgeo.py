@@ -85,7 +85,8 @@ def test_tgeo_loss_without_holdout_is_the_fused_term_only():
     method = build_method({"name": "tgeo"})
     student, teacher = torch.randn(6, 4), torch.randn(6, 4)
     out = method.loss(
-        ModelOutputs(student), {"teacher": ModelOutputs(teacher)},
+        ModelOutputs(student),
+        {"teacher": ModelOutputs(teacher)},
         {"labels": torch.zeros(6, dtype=torch.long)},
     )
     assert "fusion" not in out.parts

@@ -12,10 +12,10 @@ import torch
 from distil.config import load_config
 from distil.data import load_data
 from distil.errors import CheckpointError, ConfigError
+from distil.eval.validators import ClassificationValidator
 from distil.methods import build_method
 from distil.models import build_model
 from distil.pipeline import run
-from distil.eval.validators import ClassificationValidator
 from distil.tasks.classification import ClassificationTask
 from distil.train import TrainConfig, Trainer
 from distil.train.accelerator import make_accelerator
@@ -46,7 +46,15 @@ def test_kd_run_learns_and_writes_every_artefact(tiny_recipe, digits):
     assert metrics["last"]["test"]["accuracy"] > 0.8  # 10 classes: chance is 0.1
     assert metrics["teachers"]["teacher"]["test"]["accuracy"] > 0.8
     assert metrics["teachers"]["teacher"]["source"] == "live"
-    assert set(metrics) >= {"run", "task", "students", "teachers", "last", "best_val", "classification"}
+    assert set(metrics) >= {
+        "run",
+        "task",
+        "students",
+        "teachers",
+        "last",
+        "best_val",
+        "classification",
+    }
     assert metrics["students"]["student"]["last"]["test"] == {
         k: v for k, v in metrics["last"]["test"].items()
     }
