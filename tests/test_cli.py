@@ -40,6 +40,10 @@ def test_list_shows_registered_and_shipped_things():
     assert "forward_kl" in distil("list", "losses").stdout
     assert "demo" in distil("list", "recipes").stdout
     assert "resnet8x4" in distil("list", "models").stdout
+    assert (
+        "lm " in distil("list", "tasks").stdout
+        and "classification" in distil("list", "tasks").stdout
+    )
 
 
 def test_a_typo_is_one_line_with_a_suggestion_and_exit_2(tiny_recipe):

@@ -110,9 +110,11 @@ def report(
 @app.command("list")
 @_friendly_errors
 def list_(
-    kind: Annotated[str, typer.Argument(help="methods | losses | recipes | models | datasets")],
+    kind: Annotated[
+        str, typer.Argument(help="methods | losses | recipes | models | datasets | tasks")
+    ],
 ) -> None:
-    """List what is registered (methods, losses, models, datasets) or shipped (recipes)."""
+    """List what is registered (methods, losses, models, datasets, tasks) or shipped (recipes)."""
     from distil.listing import listing
 
     for name, description in listing(kind):

@@ -7,7 +7,7 @@ import yaml
 from distil.errors import UnknownNameError
 from distil.registry import did_you_mean
 
-KINDS = ("methods", "losses", "recipes", "models", "datasets")
+KINDS = ("methods", "losses", "recipes", "models", "datasets", "tasks")
 
 
 def _first_line(obj: object) -> str:
@@ -32,6 +32,10 @@ def listing(kind: str) -> list[tuple[str, str]]:
         from distil.data import DATASETS
 
         return [(name, _first_line(fn)) for name, fn in DATASETS.items()]
+    if kind == "tasks":
+        from distil.tasks import TASKS
+
+        return [(name, _first_line(cls)) for name, cls in TASKS.items()]
     if kind == "recipes":
         from distil.config import RECIPES_DIR, shipped_recipes
 
