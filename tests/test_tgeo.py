@@ -91,3 +91,18 @@ def test_tgeo_loss_without_holdout_is_the_fused_term_only():
     )
     assert "fusion" not in out.parts
     assert float(out.total) == pytest.approx(float(out.parts["fused"]))
+
+
+def test_tgeo_fusion_starts_from_its_own_seed_whatever_ran_before():
+    """A run builds the method before seeding the student, after a cached or a fresh teacher:
+    the fusion network must not depend on (nor move) the global random stream."""
+    torch.manual_seed(1)
+    first = build_method({"name": "tgeo"}).state_dict()
+    torch.manual_seed(2)
+    before = torch.random.get_rng_state()
+    second = build_method({"name": "tgeo"}).state_dict()
+    assert torch.equal(torch.random.get_rng_state(), before)
+    for name, value in first.items():
+        assert torch.equal(value, second[name]), name
+    other = build_method({"name": "tgeo", "seed": 1}).state_dict()
+    assert not torch.equal(other["fusion.0.weight"], first["fusion.0.weight"])

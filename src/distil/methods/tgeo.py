@@ -50,6 +50,7 @@ class TGeoConfig(MethodConfig):
     temperature: float = Field(4.0, gt=0.0, description="softening temperature of the KD term")
     hidden: int = Field(32, ge=1, description="width of the fusion network")
     holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="training share held out for the outer objective")  # fmt: skip
+    seed: int = Field(0, description="seed of the fusion network's initial weights")
 
 
 def geometry(student_probs: Tensor, teacher_probs: Tensor, labels: Tensor) -> Tensor:
@@ -106,9 +107,13 @@ class TGeoKD(Method):
 
     def __init__(self, config: TGeoConfig) -> None:
         super().__init__(config)
-        self.fusion = nn.Sequential(
-            nn.Linear(GEOMETRY_FEATURES, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1)
-        )
+        # Seeded on its own: a run builds its method before it seeds the student, so the
+        # global stream here depends on what ran before (a cached teacher or a fresh one).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.fusion = nn.Sequential(
+                nn.Linear(GEOMETRY_FEATURES, config.hidden), nn.ReLU(), nn.Linear(config.hidden, 1)
+            )
 
     def fusion_ratio(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Tensor
