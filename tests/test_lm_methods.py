@@ -83,6 +83,19 @@ def test_kd_from_the_cache_beats_the_student_alone_without_a_teacher_in_memory(w
     assert perplexity(result) < 0.9 * alone
 
 
+def test_a_cached_teacher_without_a_train_split_is_refused_not_dropped(workdir):
+    """With the cache's train split missing and no live teacher, KD would train without that
+    teacher (with several teachers: silently, on the others)."""
+    method = {"name": "kd", "temperature": 1.0, "alpha": 0.5}
+    recipe = lm_recipe(workdir, method, data=FEW, train=TRAIN, name="kd-cache-eval-only")
+    recipe["cache"] = {"splits": ["val", "test"]}
+    cache_recipe_teacher(parse_config(recipe), folder=workdir / "cache-eval-only")
+    recipe["teacher"] = dict(recipe["teacher"], cache=str(workdir / "cache-eval-only"),
+                             live_eval=False)  # fmt: skip
+    with pytest.raises(ConfigError, match="holds no train split"):
+        run(parse_config(recipe))
+
+
 def test_a_cache_from_other_data_is_refused(workdir):
     method = {"name": "kd", "temperature": 1.0, "alpha": 0.5}
     recipe = lm_recipe(workdir, method, data=FEW, train=TRAIN, name="kd-cache-other")

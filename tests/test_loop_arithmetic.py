@@ -57,6 +57,7 @@ def train_once(model: nn.Module, method_name: str, dataset: Dataset, config: Tra
         build_method({"name": method_name}),
         task=TokenLogits(),
         train_data=dataset,
+        data=dataset,
         config=config,
         output_dir=out,
         accelerator=make_accelerator(),

@@ -106,6 +106,7 @@ def _train_student(digits, tmp_path: Path, name: str, **overrides) -> torch.nn.M
         build_method({"name": "supervised"}),
         task=task,
         train_data=digits.train,
+        data=digits,
         config=config,
         output_dir=tmp_path / name,
         validator=ClassificationValidator(digits.val, None, batch_size=512, ece_bins=15),

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from torch import Tensor, nn
 
 from distil.paths import cache_dir
@@ -44,7 +44,7 @@ def cached_model(
     *,
     complete: str,
     produce: Callable[[Path, Path], None],
-    accelerator: Accelerator | None = None,
+    accelerator: Accelerator | PartialState | None = None,
 ) -> Path:
     """``folder``, produced first unless it already holds the file ``complete``.
 
@@ -86,7 +86,7 @@ def pretrain_supervised(
     select_metric: str,
     config: Any,
     work: Path,
-    data: Any = None,
+    data: Any,
     accelerator: Accelerator | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """Train ``model`` with cross-entropy alone (resuming in ``work``); returns its weights at

@@ -20,7 +20,9 @@ def evaluate_run(
     """Metrics of a run's ``last`` or ``best`` weights of one student on ``split``.
 
     ``last`` of the main student is its final checkpoint; a peer's weights are kept at its
-    best validation step (``best``) only."""
+    best validation step (``best``) only. Agreement and KL are measured against the same
+    teacher references the run used (an LM run trained from a cache without a live teacher is
+    scored against the cache's split, as in its ``metrics.json``)."""
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: missing; is {run_dir} a distil run folder?")
@@ -30,9 +32,14 @@ def evaluate_run(
         raise ConfigError(f"--split: {split!r} is not a split of task {task.name!r}")
     if student != "student" and checkpoint != "best":
         raise ConfigError(f"--student {student}: a peer's weights are kept as 'best' only")
+    if getattr(config.student, "weights", None):  # the run's weights replace them anyway
+        config = config.model_copy(
+            update={"student": config.student.model_copy(update={"weights": None})}
+        )
+        task = task_for(config)
     accelerator = make_accelerator()
     data = task.load_data()
-    model = task.build_student(data)
+    model = task.build_student(data).to(accelerator.device)
     pointer = "last" if checkpoint == "last" else best_pointer(student)
     state = load_model_state(run_dir / "checkpoints", pointer)
     model.load_state_dict(state)

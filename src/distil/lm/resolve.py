@@ -92,15 +92,20 @@ def pretrained_folder(config: LMModelConfig, tokenizer: Any, data: Any, role: st
         "version": __version__,
     }
 
+    from accelerate import PartialState
+
+    processes = PartialState()  # under `accelerate launch` every rank trains, the main one writes
+
     def produce(work: Path, staging: Path) -> None:
         log.info("pretraining %s (%s) on %d blocks", role, config.tiny, len(data))
         model = _pretrain(config, tokenizer, data, work)
-        model.hf.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "distil-pretrain.json").write_text(json.dumps(key, indent=2))
+        if processes.is_main_process:
+            model.hf.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+            (staging / "distil-pretrain.json").write_text(json.dumps(key, indent=2))
 
     folder = cache_folder("models", f"lm-{content_key(key)}")
-    return cached_model(folder, complete="config.json", produce=produce)
+    return cached_model(folder, complete="config.json", produce=produce, accelerator=processes)
 
 
 def _pretrain(config: LMModelConfig, tokenizer: Any, data: Any, work: Path) -> LanguageModel:
@@ -121,8 +126,8 @@ def _pretrain(config: LMModelConfig, tokenizer: Any, data: Any, work: Path) -> L
     )  # fmt: skip
     validator = LMValidator(data.subset(range(min(len(data), 32))), None, batch_size=16)
     state, _ = pretrain_supervised(
-        model, LMTask(), train_data=data, validator=validator, select_metric="perplexity",
-        config=train, work=work,
+        model, LMTask(), train_data=data, data=data, validator=validator,
+        select_metric="perplexity", config=train, work=work,
     )  # fmt: skip
     model.load_state_dict(state)
     return model

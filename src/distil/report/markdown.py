@@ -55,5 +55,5 @@ def default_columns(rows: Sequence[dict[str, Any]]) -> Sequence[str]:
     """A classifier's columns when the rows have accuracy, else every metric some row has."""
     if any(row.get("accuracy") is not None for row in rows):
         return CLASSIFICATION_COLUMNS
-    keys = [k for k in (rows[0] if rows else {}) if k not in ("method", "n_seeds")]
+    keys = list(dict.fromkeys(k for row in rows for k in row if k not in ("method", "n_seeds")))
     return [k for k in keys if not k.endswith("_std") and any(r.get(k) is not None for r in rows)]

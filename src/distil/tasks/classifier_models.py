@@ -19,6 +19,7 @@ from torch import nn
 from distil import __version__
 from distil.data import DataConfig, DataSplits, load_data
 from distil.errors import ConfigError
+from distil.eval.validators import ClassificationValidator
 from distil.models import build_model
 from distil.pretrained import cache_folder, cached_model, content_key, pretrain_supervised
 from distil.teachers import DTYPES, ModuleTeacher
@@ -101,7 +102,8 @@ def pretrained_teacher(
             progress=task.config.train.progress, balance_every=0,
         )  # fmt: skip
         best, best_step = pretrain_supervised(
-            model, task, train_data=data.train, data=data, validator=task.validator(data, None),
+            model, task, train_data=data.train, data=data,
+            validator=ClassificationValidator(data.val, None, batch_size=512, ece_bins=15),
             select_metric="accuracy", config=train_config, work=work, accelerator=accelerator,
         )  # fmt: skip
         if accelerator.is_main_process:

@@ -92,8 +92,9 @@ class LMTask(Task):
             self.config.student, data.tokenizer, role="student", pretrain_data=data.teacher_train
         )
 
-    def num_classes(self, data: LMSplits) -> int:
-        return data.vocab_size
+    def num_classes(self, data: Any) -> int | None:
+        """The vocabulary (None for bare token blocks, as in pretraining)."""
+        return getattr(data, "vocab_size", None)
 
     def build_teachers(
         self, data: LMSplits, method: type[Method], accelerator: Accelerator
@@ -132,7 +133,13 @@ class LMTask(Task):
                 training = cache.split("train") if cache.has_split("train") else None
             if training is not None:
                 teachers.training[name] = training
-                teachers.sources[name] = "cache" if cache is not None else "live"
+            elif Need.TEACHER in method.needs:
+                raise ConfigError(
+                    f"teachers.{name}: the cache {spec.cache} holds no train split and no live "
+                    f"teacher is loaded, so {method.name!r} would train without this teacher; "
+                    "cache the train split (cache.splits) or set cache=null"
+                )
+            teachers.sources[name] = "cache" if cache is not None else "live"
             if not same_vocab:
                 continue
             for split in ("val", "test"):

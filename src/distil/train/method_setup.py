@@ -22,7 +22,7 @@ def prepare_method(
     train_data: Dataset,
     *,
     task: Any,
-    data: Any = None,
+    data: Any,
     batch_size: int = 512,
 ) -> None:
     """Tap the teacher layers the method reads, measure both sides' shapes on two training
@@ -62,8 +62,8 @@ def prepare_method(
             forward=task.forward,
             student_shapes=student_shapes,
             teacher_shapes=teacher_shapes,
-            num_classes=task.num_classes(data) if data is not None else None,
-            build_student=(lambda: task.build_student(data)) if data is not None else None,
+            num_classes=task.num_classes(data),
+            build_student=lambda: task.build_student(data),
             teacher_outputs=teacher_outputs if teacher is not None else None,
             target_loss=task.target_loss,
         )

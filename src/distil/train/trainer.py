@@ -112,7 +112,8 @@ class Trainer:
     ``teachers`` maps each teacher's name to what the loop queries for its signal (a live
     module, precomputed outputs, a cache split); ``validator`` scores the main student, and
     ``peer_validator(name)`` makes one for each peer the method trains (default: the same).
-    ``data`` is the task's splits, handed to the method's setup.
+    ``data`` is the task's splits (or whatever the task's ``num_classes`` and
+    ``build_student`` read), handed to the method's setup.
     """
 
     def __init__(
@@ -126,8 +127,8 @@ class Trainer:
         output_dir: Path | str,
         validator: Validator,
         select_metric: str,
+        data: Any,
         teachers: Mapping[str, Teacher] | None = None,
-        data: Any = None,
         accelerator: Accelerator | None = None,
         peer_validator: Callable[[str], Validator] | None = None,
         setup_batch_size: int = 512,
