@@ -82,7 +82,9 @@ def test_jsd_and_skew_limits(seed):
     assert float(losses.jsd(student, teacher, beta=1 - small)) / small == pytest.approx(
         rkl, rel=1e-4
     )
-    assert float(losses.jsd(student, teacher, beta=0.0)) == 0.0
+    # the ends are the two KLs themselves (TRL's and Liger-Kernel's convention), not zero
+    assert float(losses.jsd(student, teacher, beta=0.0)) == fkl
+    assert float(losses.jsd(student, teacher, beta=1.0)) == rkl
     assert float(losses.skew_forward_kl(student, teacher, alpha=0.0)) == pytest.approx(
         fkl, rel=1e-12
     )

@@ -81,13 +81,18 @@ def eval_(
     student: Annotated[
         str, typer.Option(help="which student of the run: 'student', or a peer's name")
     ] = "student",
+    unfinished: Annotated[
+        bool, typer.Option(help="evaluate a run that did not finish, at its last checkpoint")
+    ] = False,
 ) -> None:
     """Evaluate a trained run's weights again; prints the metrics as JSON."""
     from distil.eval.checkpointed import evaluate_run
 
     if checkpoint not in ("last", "best") or split not in ("test", "val"):
         raise typer.BadParameter("checkpoint must be last|best and split test|val")
-    metrics = evaluate_run(run_dir, checkpoint=checkpoint, split=split, student=student)
+    metrics = evaluate_run(
+        run_dir, checkpoint=checkpoint, split=split, student=student, unfinished=unfinished
+    )
     print(json.dumps(metrics, indent=1))
 
 

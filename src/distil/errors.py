@@ -31,5 +31,10 @@ class ShapeError(DistilError, ValueError):
     """Tensors that must fit together do not: names both tensors and their shapes."""
 
 
+class TrainingError(DistilError):
+    """Training cannot go on: a loss, gradient or weight stopped being finite. Names the step
+    and the part; the last good checkpoint is kept."""
+
+
 class CheckpointError(DistilError):
     """A checkpoint is missing, truncated or does not match the run it should resume."""

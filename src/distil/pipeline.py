@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +103,7 @@ def start_run(config: RunConfig, resume: bool, data: Any = None) -> Path:
     """The run folder, after refusing to overwrite a run without ``--resume``, to resume with
     another recipe, or to train on splits loaded with another data section."""
     run_dir = config.run_dir()
+    check_writable(run_dir)
     if not resume and has_checkpoint(run_dir / "checkpoints"):
         raise ConfigError(
             f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
@@ -115,6 +118,32 @@ def start_run(config: RunConfig, resume: bool, data: Any = None) -> Path:
             "recipe's; load them from the recipe's data section"
         )
     return run_dir
+
+
+#: Free space below which a run does not start (a checkpoint that cannot be written is lost
+#: work; the real need depends on the model, this only catches a full disk).
+MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_writable(run_dir: Path) -> None:
+    """Refuse, before any work, an output folder that cannot be created or written, or that
+    sits on a (nearly) full disk."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".distil-write-probe-{os.getpid()}"
+        probe.write_bytes(b"0")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(
+            f"output.dir: {run_dir} cannot be written ({error.strerror or error}); choose "
+            "another output.dir"
+        ) from None
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError(
+            f"output.dir: only {free / 2**20:.0f} MiB free on the disk of {run_dir}; "
+            f"checkpoints need room (at least {MIN_FREE_BYTES // 2**20} MiB)"
+        )
 
 
 #: Settings that may change between a run and its resumption (they do not affect results).

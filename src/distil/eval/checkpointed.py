@@ -11,21 +11,38 @@ from distil.errors import ConfigError
 from distil.methods import METHODS
 from distil.tasks import task_for
 from distil.train.accelerator import make_accelerator
-from distil.train.checkpoint import best_pointer, load_model_state
+from distil.train.checkpoint import best_pointer, has_checkpoint, load_model_state, read_pointer
 
 
 def evaluate_run(
-    run_dir: Path, checkpoint: str = "last", split: str = "test", student: str = "student"
+    run_dir: Path,
+    checkpoint: str = "last",
+    split: str = "test",
+    student: str = "student",
+    *,
+    unfinished: bool = False,
 ) -> dict[str, float]:
     """Metrics of a run's ``last`` or ``best`` weights of one student on ``split``.
 
     ``last`` of the main student is its final checkpoint; a peer's weights are kept at its
-    best validation step (``best``) only. Agreement and KL are measured against the same
+    best validation step (``best``) only. A run that did not finish (no ``metrics.json``) is
+    refused unless ``unfinished`` — its last checkpoint is not its result. Agreement and KL are measured against the same
     teacher references the run used (an LM run trained from a cache without a live teacher is
     scored against the cache's split, as in its ``metrics.json``)."""
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: missing; is {run_dir} a distil run folder?")
+    if not (run_dir / "metrics.json").is_file() and not unfinished:
+        checkpoints = run_dir / "checkpoints"
+        where = (
+            f"its last checkpoint is at step {read_pointer(checkpoints, 'last')['step']}"
+            if has_checkpoint(checkpoints)
+            else "it has no checkpoint"
+        )
+        raise ConfigError(
+            f"{run_dir}: the run did not finish (no metrics.json; {where}); continue it with "
+            "`distil train <recipe> --resume`, or pass --unfinished to evaluate it as it is"
+        )
     config = parse_config(yaml.safe_load(config_path.read_text()))
     task = task_for(config)
     if split not in task.final_splits and split != "val":

@@ -87,12 +87,19 @@ def jsd(
     """Generalised Jensen–Shannon divergence JSD(β) = β·KL(p ‖ m) + (1 − β)·KL(q ‖ m),
     m = β·p + (1 − β)·q, p the teacher, q the student.
 
-    β = 0.5 is the symmetric JSD (bounded by log 2). Both ends tend to zero continuously:
-    JSD(β)/β → KL(p ‖ q) as β → 0 and JSD(β)/(1 − β) → KL(q ‖ p) as β → 1 (TRL's GKD
-    special-cases β = 0 and β = 1 to those KLs; use ``forward_kl``/``reverse_kl`` for that).
+    β = 0.5 is the symmetric JSD (bounded by log 2). The formula vanishes at both ends
+    (JSD(β)/β → KL(p ‖ q) as β → 0, JSD(β)/(1 − β) → KL(q ‖ p) as β → 1), which would train
+    nothing; like TRL's GKD trainer and Liger-Kernel's fused JSD, β = 0 *is* forward KL(p ‖ q)
+    and β = 1 reverse KL(q ‖ p), so a configuration ported from them means the same here.
     Reference: Agarwal et al., "On-Policy Distillation of Language Models" (GKD), ICLR 2024.
     """
     _check_unit("beta", beta)
+    if beta in (0.0, 1.0):
+        ends = forward_kl if beta == 0.0 else reverse_kl
+        return ends(
+            student_logits, teacher_logits, temperature=temperature, reduction=reduction,
+            mask=mask, tail=tail,
+        )  # fmt: skip
     return distribution_loss(
         jsd_rows, student_logits, teacher_logits, temperature=temperature,
         reduction=reduction, mask=mask, tail=tail, beta=beta,

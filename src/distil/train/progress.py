@@ -9,6 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from distil.train.state_io import finite_json
+
 
 class ProgressBar:
     """A rich progress bar showing the step, the live loss and the last validation metric."""
@@ -71,4 +73,4 @@ class MetricsLog:
         """Append one row (main process only)."""
         if self.enabled:
             with open(self.path, "a") as handle:
-                handle.write(json.dumps(row) + "\n")
+                handle.write(json.dumps(finite_json(row), allow_nan=False) + "\n")

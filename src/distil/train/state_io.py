@@ -8,6 +8,7 @@ by key. Loading never executes code from the file.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -92,11 +93,24 @@ def read_json(path: Path) -> Any:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from None
 
 
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None: strict JSON has no such numbers,
+    and a bare ``NaN`` makes the file unreadable to most JSON parsers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(item) for item in value]
+    return value
+
+
 def write_json(path: Path, value: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the new one, never a half."""
+    """Write strict JSON atomically: a reader sees the old file or the new one, never a half;
+    non-finite numbers are written as null."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as handle:
-        json.dump(value, handle, indent=1)
+        json.dump(finite_json(value), handle, indent=1, allow_nan=False)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -23,10 +23,10 @@ from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset, default_collate
 
-from distil.errors import CheckpointError, ConfigError
+from distil.errors import CheckpointError, ConfigError, TrainingError
 from distil.methods.base import MAIN_STUDENT, LossOutput, Method
 from distil.outputs import ModelOutputs, move_batch
 from distil.teachers.base import Teacher
@@ -268,8 +268,10 @@ class Trainer:
                 acc.backward(loss.total * shares[position])
             window.add(loss, len(group))
             micro_losses.append(loss)
+        gradient_norm = None
         if config.max_grad_norm is not None:
-            acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+            gradient_norm = acc.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        self._stop_unless_finite(micro_losses, gradient_norm, state.step + 1)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -289,6 +291,47 @@ class Trainer:
             )
             return row["loss"]
         return window.last
+
+    def _stop_unless_finite(
+        self, micro_losses: list[LossOutput], gradient_norm: Tensor | None, step: int
+    ) -> None:
+        """Stop, before the optimizer moves, when a loss part or the gradient stopped being
+        finite on any process (every process decides together, so none waits for the others
+        in a collective). With fp16 the gradient scaler skips overflowing steps itself."""
+        parts = sorted({
+            name for loss in micro_losses for name, value in loss.parts.items()
+            if not torch.isfinite(value.detach()).all()
+        } | ({"total"} if any(not torch.isfinite(m.total.detach()).all() for m in micro_losses) else set()))  # fmt: skip
+        gradient_ok = True
+        if self.config.mixed_precision != "fp16":
+            if gradient_norm is None:
+                gradients = [p.grad for p in parameters_of(self.module) if p.grad is not None]
+                gradient_norm = torch.nn.utils.get_total_norm(gradients) if gradients else None
+            gradient_ok = gradient_norm is None or bool(torch.isfinite(gradient_norm))
+        flags = torch.tensor(
+            [float(bool(parts)), float(not gradient_ok)], device=self.accelerator.device
+        )
+        if self.accelerator.num_processes > 1:
+            flags = self.accelerator.reduce(flags, reduction="sum")
+        if not flags.any():
+            return
+        if parts:
+            what = f"the loss is not finite (part {', '.join(repr(p) for p in parts)})"
+        elif flags[0]:
+            what = "the loss is not finite on another process"
+        else:
+            what = f"the gradient is not finite (norm {float(gradient_norm) if gradient_norm is not None else 'nan'})"
+        raise TrainingError(
+            f"step {step}: {what}; training stopped before the optimizer moved. "
+            f"{self._last_good()} Lower train.lr, set train.max_grad_norm, or check the "
+            "method's weights and the data"
+        )
+
+    def _last_good(self) -> str:
+        if checkpoint.has_checkpoint(self.checkpoints):
+            step = checkpoint.read_pointer(self.checkpoints, "last")["step"]
+            return f"The last good checkpoint (step {step}) is kept; --resume continues from it."
+        return "No checkpoint had been written yet."
 
     def _micro_batch_shares(self, batches: list[dict]) -> list[float]:
         """Each micro-batch's share of the step's gradient: its targets as the task counts
@@ -418,6 +461,7 @@ class Trainer:
 
     def _save(self, optimizer, scheduler, state: TrainState, window: LossWindow) -> None:
         acc = self.accelerator
+        self._stop_unless_finite_weights(state.step)
         name = f"step-{state.step:06d}"
         if acc.is_main_process:
             folder = checkpoint.begin(self.checkpoints, name)
@@ -442,6 +486,21 @@ class Trainer:
         if acc.is_main_process:
             checkpoint.commit(self.checkpoints, name, "last", {"step": state.step})
         acc.wait_for_everyone()
+
+    def _stop_unless_finite_weights(self, step: int) -> None:
+        """Never write non-finite weights over the last good checkpoint."""
+        tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
+        bad = [n for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
+        flag = torch.tensor(float(bool(bad)), device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        if not flag:
+            return
+        shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise TrainingError(
+            f"step {step}: weights are not finite ({shown or 'on another process'}); they were "
+            f"not checkpointed. {self._last_good()}"
+        )
 
     def _restore(self, optimizer, scheduler, window: LossWindow) -> TrainState:
         student_state, method_state, optimizer_state, trainer_state, rank_state = (
