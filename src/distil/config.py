@@ -58,8 +58,8 @@ class RunConfig(BaseModel):
             return raw
         raw = dict(raw)
         teacher = raw.pop("teacher")
-        if teacher is None:  # `teacher=null` removes the teachers
-            raw["teachers"] = {}
+        if teacher is None:  # `teacher=null` removes the one-teacher form (`teachers={}`: all)
+            raw.setdefault("teachers", {})
             return raw
         if raw.get("teachers"):
             raise ValueError(

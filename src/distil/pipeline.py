@@ -30,7 +30,13 @@ from distil.methods.base import MAIN_STUDENT, Need
 from distil.tasks import Task, TeacherSet, check_method_fits, task_for
 from distil.train import Trainer, TrainResult
 from distil.train.accelerator import make_accelerator
-from distil.train.checkpoint import best_pointer, has_checkpoint, load_model_state, read_pointer
+from distil.train.checkpoint import (
+    best_pointer,
+    has_checkpoint,
+    holds_checkpoints,
+    load_model_state,
+    read_pointer,
+)
 from distil.train.state_io import write_json
 
 log = logging.getLogger("distil")
@@ -104,7 +110,7 @@ def start_run(config: RunConfig, resume: bool, data: Any = None) -> Path:
     another recipe, or to train on splits loaded with another data section."""
     run_dir = config.run_dir()
     check_writable(run_dir)
-    if not resume and has_checkpoint(run_dir / "checkpoints"):
+    if not resume and holds_checkpoints(run_dir / "checkpoints"):
         raise ConfigError(
             f"output.dir: {run_dir} already holds a run; pass --resume to continue it or "
             "choose another output.dir"

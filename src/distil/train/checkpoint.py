@@ -10,13 +10,20 @@ Layout of ``<run>/checkpoints``::
     best.json      {"dir": "best-000100", "step": 100, "metric": 0.93}
     best-peer.json {"dir": "best-peer-000090", "step": 90, "metric": 0.91}
 
-A folder is written under a temporary name and renamed when complete; the pointer files are
-replaced atomically after that. A kill therefore leaves either the previous checkpoint or the
-new one, never half of one. Folders no pointer refers to are deleted.
+A folder is written under a temporary name, sealed with ``checksums.json`` (the sha256 of
+every file in it) and renamed when complete; the pointer files are replaced atomically after
+that, and the ``last`` checkpoint before it stays as ``previous.json``. A kill therefore
+leaves either the previous checkpoint or the new one, never half of one. Every folder is
+verified against its checksums when it is read: a damaged training checkpoint falls back to
+the previous good one with a warning (a lost pointer to the newest verified folder); damaged
+weights with nothing to fall back on are an error naming the file. Folders no pointer refers
+to are deleted — and nothing is deleted while any checkpoint is in doubt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,9 @@ from distil.train.state_io import read_json, read_state, read_tensors, write_jso
 
 MODEL_FILE = "model.safetensors"
 METHOD_FILE = "method.safetensors"
+CHECKSUMS_FILE = "checksums.json"
+
+log = logging.getLogger("distil")
 
 
 def begin(root: Path, name: str) -> Path:
@@ -61,13 +71,99 @@ def write_rank_state(folder: Path, rank: int, state: dict[str, Any]) -> None:
 
 
 def commit(root: Path, name: str, pointer: str, info: dict[str, Any]) -> None:
-    """Publish the temporary folder as ``name`` and point ``<pointer>.json`` at it."""
+    """Seal the temporary folder, publish it as ``name`` and point ``<pointer>.json`` at it
+    (the ``last`` checkpoint it replaces stays as ``previous``)."""
     tmp, final = root / f".tmp-{name}", root / name
+    write_json(tmp / CHECKSUMS_FILE, {f.name: file_digest(f) for f in _files(tmp)})
     if final.exists():  # left behind by a kill between rename and pointer update
         shutil.rmtree(final)
     tmp.rename(final)
+    if pointer == "last" and has_checkpoint(root, "last"):
+        former = _pointer_or_none(root, "last")
+        if former is not None and former["dir"] != name:
+            write_json(root / "previous.json", former)
     write_json(root / f"{pointer}.json", {"dir": name, **info})
     _remove_unreferenced(root)
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.name != CHECKSUMS_FILE)
+
+
+def verify(folder: Path) -> None:
+    """CheckpointError naming the first file of ``folder`` that is missing or not the one
+    written (its sha256 differs from ``checksums.json``). A folder written before checksums
+    existed is accepted with a warning."""
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder}: checkpoint folder missing")
+    manifest = folder / CHECKSUMS_FILE
+    if not manifest.is_file():
+        log.warning(
+            "%s has no %s (written by an older distil): not verified", folder, CHECKSUMS_FILE
+        )
+        return
+    for name, digest in read_json(manifest).items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from its checkpoint")
+        if file_digest(path) != digest:
+            raise CheckpointError(
+                f"{path}: damaged (its sha256 differs from the one recorded when it was written)"
+            )
+
+
+def holds_checkpoints(root: Path) -> bool:
+    """Whether ``root`` holds any training checkpoint, even with its pointer lost."""
+    return has_checkpoint(root) or has_checkpoint(root, "previous") or any(root.glob("step-*"))
+
+
+def usable_checkpoint(root: Path, *, main: bool = True) -> Path | None:
+    """The newest training checkpoint that verifies: ``last``, else ``previous``, else the
+    newest ``step-*`` folder (a lost pointer) — with a warning naming what was skipped, and
+    ``last.json`` pointed at the one chosen. None when ``root`` holds none; CheckpointError
+    listing every problem when none verifies. Only the ``main`` process warns and writes."""
+    candidates, problems = [], []
+    for pointer in ("last", "previous"):
+        try:
+            if has_checkpoint(root, pointer):
+                candidates.append(root / read_pointer(root, pointer)["dir"])
+        except (CheckpointError, KeyError, TypeError) as error:
+            problems.append(f"{root / (pointer + '.json')}: unreadable ({error})")
+    folders = [f for f in sorted(root.glob("step-*"), reverse=True) if f not in candidates]
+    if folders and not has_checkpoint(root, "last"):
+        problems.append(f"{root / 'last.json'}: missing")
+    candidates += folders
+    for folder in candidates:
+        try:
+            verify(folder)
+            trainer_state = read_json(folder / "trainer.json")
+        except CheckpointError as error:
+            problems.append(str(error))
+            continue
+        if problems and main:
+            log.warning("%s; resuming from %s instead", "; ".join(problems), folder.name)
+            step = trainer_state["state"]["step"]
+            write_json(root / "last.json", {"dir": folder.name, "step": step})
+        return folder
+    if problems:
+        raise CheckpointError(f"{root}: no checkpoint verifies ({'; '.join(problems)})")
+    return None
+
+
+def _pointer_or_none(root: Path, pointer: str) -> dict[str, Any] | None:
+    try:
+        return read_pointer(root, pointer)
+    except CheckpointError:
+        return None
 
 
 def best_pointer(student: str = "student") -> str:
@@ -77,7 +173,10 @@ def best_pointer(student: str = "student") -> str:
 
 
 def _remove_unreferenced(root: Path) -> None:
-    keep = {read_json(pointer)["dir"] for pointer in root.glob("*.json")}
+    try:
+        keep = {read_json(pointer)["dir"] for pointer in root.glob("*.json")}
+    except (CheckpointError, KeyError, TypeError):
+        return  # a pointer is unreadable: delete nothing while a checkpoint is in doubt
     for folder in root.iterdir():
         if folder.is_dir() and folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)
@@ -117,15 +216,16 @@ def has_checkpoint(root: Path, pointer: str = "last") -> bool:
 
 
 def load_model_state(root: Path, pointer: str) -> dict[str, Tensor]:
-    """Weights of the checkpoint ``pointer`` ("last" or "best") refers to."""
+    """Weights of the checkpoint ``pointer`` ("last" or "best") refers to, verified."""
     if not has_checkpoint(root, pointer):
         raise CheckpointError(f"{root / (pointer + '.json')}: no {pointer!r} checkpoint in {root}")
-    return read_tensors(root / read_pointer(root, pointer)["dir"] / MODEL_FILE)
+    folder = root / read_pointer(root, pointer)["dir"]
+    verify(folder)
+    return read_tensors(folder / MODEL_FILE)
 
 
-def load_training_state(root: Path, rank: int) -> tuple[dict, dict, dict, dict, dict]:
-    """(student, method, optimizer, trainer, rank) states of the ``last`` checkpoint."""
-    folder = root / read_pointer(root, "last")["dir"]
+def load_training_state(folder: Path, rank: int) -> tuple[dict, dict, dict, dict, dict]:
+    """(student, method, optimizer, trainer, rank) states of a verified checkpoint folder."""
     rank_stem = f"rank{rank}"
     if not (folder / f"{rank_stem}.json").is_file():
         raise CheckpointError(

@@ -188,8 +188,11 @@ class Trainer:
         )
         model, optimizer = acc.prepare(self.module, optimizer)
         state, window = TrainState(), LossWindow()
-        if resume and checkpoint.has_checkpoint(self.checkpoints):
-            state = self._restore(optimizer, scheduler, window)
+        main = self.accelerator.is_main_process
+        source = checkpoint.usable_checkpoint(self.checkpoints, main=main) if resume else None
+        self.accelerator.wait_for_everyone()  # the main process may have re-pointed last.json
+        if source is not None:
+            state = self._restore(source, optimizer, scheduler, window)
             log.info("resumed %s at step %d", self.output_dir, state.step)
         metrics_log = MetricsLog(
             self.output_dir / "metrics.jsonl",
@@ -328,10 +331,11 @@ class Trainer:
         )
 
     def _last_good(self) -> str:
-        if checkpoint.has_checkpoint(self.checkpoints):
+        try:
             step = checkpoint.read_pointer(self.checkpoints, "last")["step"]
-            return f"The last good checkpoint (step {step}) is kept; --resume continues from it."
-        return "No checkpoint had been written yet."
+        except CheckpointError:
+            return "No checkpoint had been written yet."
+        return f"The last good checkpoint (step {step}) is kept; --resume continues from it."
 
     def _micro_batch_shares(self, batches: list[dict]) -> list[float]:
         """Each micro-batch's share of the step's gradient: its targets as the task counts
@@ -502,16 +506,15 @@ class Trainer:
             f"not checkpointed. {self._last_good()}"
         )
 
-    def _restore(self, optimizer, scheduler, window: LossWindow) -> TrainState:
+    def _restore(self, source: Path, optimizer, scheduler, window: LossWindow) -> TrainState:
         student_state, method_state, optimizer_state, trainer_state, rank_state = (
-            checkpoint.load_training_state(self.checkpoints, self.accelerator.process_index)
+            checkpoint.load_training_state(source, self.accelerator.process_index)
         )
         if trainer_state["num_processes"] != self.accelerator.num_processes:
             raise CheckpointError(
                 f"{self.checkpoints}: saved with {trainer_state['num_processes']} processes, "
                 f"resumed with {self.accelerator.num_processes}; the data order would differ"
             )
-        source = self.checkpoints / checkpoint.read_pointer(self.checkpoints, "last")["dir"]
         checkpoint.load_into(self.module.student, student_state, source / checkpoint.MODEL_FILE)
         checkpoint.load_into(self.module.method, method_state, source / checkpoint.METHOD_FILE)
         optimizer.load_state_dict(optimizer_state)
