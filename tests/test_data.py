@@ -362,7 +362,8 @@ def test_file_text_is_tokenized(tmp_path: Path, tiny_tokenizer: Path) -> None:
 
 
 def test_file_text_without_tokenizer_names_the_key(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "reviews.jsonl", [{"text": "good", "label": 1}] * 4)
+    rows = [{"text": "good", "label": 1}, {"text": "bad", "label": 0}] * 2
+    path = write_jsonl(tmp_path / "reviews.jsonl", rows)
     with pytest.raises(ConfigError, match=r"data\.tokenizer"):
         load_data(DataConfig(dataset="file", path=str(path), text_field="text"))
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import math
 import random
 import re
@@ -28,6 +29,8 @@ from distil.data.splits import limit_train, stratified_split
 from distil.errors import ConfigError, DataError
 from distil.registry import did_you_mean
 
+log = logging.getLogger("distil")
+
 DIGIT_NAMES = [str(digit) for digit in range(10)]
 
 # A parsed file row: where it came from ("path:line") and its fields.
@@ -40,6 +43,16 @@ def _split_by_fractions(
     """Cut one pool of samples into train/val/test by the config's fractions and limit."""
     indices = stratified_split(labels, config.val_fraction, config.test_fraction, config.split_seed)
     train = limit_train(indices.train, labels, config.train_limit, config.split_seed)
+    sizes = {"train": len(train), "val": len(indices.val), "test": len(indices.test)}
+    if min(sizes.values()) == 0:
+        shown = ", ".join(f"{split} {size}" for split, size in sizes.items())
+        raise DataError(
+            f"data: {name} has {len(labels)} samples, too few for its splits ({shown}); every "
+            "split needs samples: use more data, or other val_fraction/test_fraction"
+        )
+    absent = [class_names[c] for c in np.unique(labels) if c not in set(labels[train].tolist())]
+    if absent:
+        log.warning("data: %s: classes %s have no training sample", name, absent)
     everything = ArrayDataset(inputs, torch.tensor(labels, dtype=torch.int64))
     sample = everything[0]["inputs"]
     input_shape = next(iter(sample.values())).shape if isinstance(sample, dict) else sample.shape
@@ -148,7 +161,11 @@ def load_file(config: DataConfig) -> DataSplits:
         raise ConfigError("set data.text_field or data.feature_fields, not both")
     path = Path(config.path)
     rows = _read_rows(path)
-    labels, class_names = _read_labels(rows, config.label_field)
+    labels, class_names = _read_labels(rows, config)
+    log.info(
+        "data: %s: %d rows, %d classes: %s", path, len(labels), len(class_names),
+        ", ".join(class_names[:20]) + (" …" if len(class_names) > 20 else ""),
+    )  # fmt: skip
     if config.text_field is not None:
         inputs: Inputs = _tokenize(rows, config.text_field, config)
     else:
@@ -238,8 +255,12 @@ def _require_object(where: str, record: Any) -> dict[str, Any]:
     return record
 
 
-def _read_labels(rows: list[Row], label_field: str) -> tuple[np.ndarray, list[str]]:
-    """Class ids ``(N,)`` and class names from each row's ``label_field``."""
+def _read_labels(rows: list[Row], config: DataConfig) -> tuple[np.ndarray, list[str]]:
+    """Class ids ``(N,)`` and class names from each row's ``label_field``, read as the recipe
+    declares (``label_kind``, ``classes``); never a silently different task: a stray
+    non-integer among integer labels, a label outside the declared classes, or a single
+    class is an error naming the row."""
+    label_field = config.label_field
     raw_labels: list[str] = []
     for where, record in rows:
         if label_field not in record:
@@ -252,8 +273,47 @@ def _read_labels(rows: list[Row], label_field: str) -> tuple[np.ndarray, list[st
                 f"{where}: label {value!r} must be an integer class id or a class name string"
             )
         raw_labels.append(str(value).strip())
+    class_ids, class_names = _class_ids(rows, raw_labels, config)
+    if len(np.unique(class_ids)) < 2:
+        raise DataError(
+            f"{rows[0][0].rsplit(':', 1)[0]}: every label is {raw_labels[0]!r}; a classifier "
+            "needs at least two classes"
+        )
+    return class_ids, class_names
 
-    if all(re.fullmatch(r"\d+", label) for label in raw_labels):
+
+def _class_ids(
+    rows: list[Row], raw_labels: list[str], config: DataConfig
+) -> tuple[np.ndarray, list[str]]:
+    if config.classes is not None:
+        class_id_of = {name: class_id for class_id, name in enumerate(config.classes)}
+        for (where, _), label in zip(rows, raw_labels, strict=True):
+            if label not in class_id_of:
+                raise DataError(
+                    f"{where}: label {label!r} is not one of data.classes "
+                    f"{config.classes}{did_you_mean(label, config.classes)}"
+                )
+        unseen = sorted(set(config.classes) - set(raw_labels))
+        if unseen:
+            log.warning("data.classes %s occur in no row of %s", unseen, config.path)
+        return np.array([class_id_of[label] for label in raw_labels], dtype=np.int64), list(
+            config.classes
+        )
+    is_id = [bool(re.fullmatch(r"\d+", label)) for label in raw_labels]
+    if config.label_kind == "id" or (config.label_kind == "auto" and 0 < sum(is_id) < len(is_id)):
+        stray = next((i for i, ok in enumerate(is_id) if not ok), None)
+        if stray is not None and (config.label_kind == "id" or sum(is_id) >= len(is_id) / 2):
+            hint = (
+                "data.label_kind is 'id'"
+                if config.label_kind == "id"
+                else f"{sum(is_id) / len(is_id):.0%} of the labels are class ids"
+            )
+            raise DataError(
+                f"{rows[stray][0]}: label {raw_labels[stray]!r} is not a class id (a "
+                f"non-negative integer) while {hint}; fix the row, or set data.label_kind: "
+                "name to read every label as a class name"
+            )
+    if config.label_kind != "name" and all(is_id):
         class_ids = np.array([int(label) for label in raw_labels], dtype=np.int64)
         return class_ids, [str(class_id) for class_id in range(int(class_ids.max()) + 1)]
     if all(re.fullmatch(r"-?\d+", label) for label in raw_labels):

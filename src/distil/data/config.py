@@ -7,6 +7,8 @@ same test samples.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -24,6 +26,16 @@ class DataConfig(BaseModel):
     label_field: str = Field(
         default="label", description="Column holding each row's class (int id or string name)."
     )
+    label_kind: Literal["auto", "id", "name"] = Field(
+        default="auto",
+        description="How file labels are read: 'id' (non-negative integers), 'name' (any "
+        "string, numbered in sorted order) or 'auto' (ids when every label is one; a few "
+        "non-integers among integers are an error, not new classes)",
+    )
+    classes: list[str] | None = Field(
+        default=None, min_length=2,
+        description="The file's class names in id order; a label outside them is an error",
+    )  # fmt: skip
     text_field: str | None = Field(
         default=None, description="Column holding text to tokenize instead of numeric features."
     )
