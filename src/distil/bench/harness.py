@@ -8,6 +8,7 @@ README quote these files, never numbers typed by hand.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -145,18 +146,28 @@ def plot_grouped_bars(rows: list[Row], metric: str, path: Path, title: str) -> N
 
     data = grouped(rows, metric)
     methods = list(dict.fromkeys(m for per_task in data.values() for m in per_task))
-    figure = Figure(figsize=(1.8 + 1.6 * max(1, len(data)), 3.6))
+    # axes wide enough for the whole title, the legend outside them in as many columns as
+    # keep it within the figure's height, one colour per method (tab20 pairs beyond ten)
+    from matplotlib import colormaps
+
+    columns = math.ceil(len(methods) / 14)
+    axes_inches = max(1.2 + 1.6 * max(1, len(data)), 0.085 * len(title) + 0.8)
+    legend_inches = columns * (0.6 + 0.065 * max(len(str(m)) for m in methods))
+    width_inches = axes_inches + legend_inches
+    height_inches = max(3.6, 0.24 * math.ceil(len(methods) / columns) + 0.9)
+    figure = Figure(figsize=(width_inches, height_inches), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    palette = colormaps["tab10" if len(methods) <= 10 else "tab20"].colors
     width = 0.8 / max(1, len(methods))
     for offset, method in enumerate(methods):
         xs = [i + offset * width for i in range(len(data))]
         means = [data[task].get(method, (float("nan"), 0.0))[0] for task in data]
         stds = [data[task].get(method, (0.0, 0.0))[1] for task in data]
-        axes.bar(xs, means, width, yerr=stds, capsize=3, label=method)
+        colour = palette[offset % len(palette)]
+        axes.bar(xs, means, width, yerr=stds, capsize=3, label=method, color=colour)
     axes.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(data))], list(data))
     axes.set_ylabel(metric)
-    axes.set_title(title)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
+    axes.set_title(title)  # the axes are sized to hold it whole
+    figure.legend(fontsize=8, loc="outside right upper", ncols=columns)
     figure.savefig(path, dpi=120)
