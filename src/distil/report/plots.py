@@ -71,7 +71,11 @@ def plot_loss_curves(
     style. The loss axis is logarithmic when every plotted value is positive, because the
     parts of a distillation loss often differ by orders of magnitude.
     """
-    figure = _new_figure(12.0, 4.5)
+    entries = sum(
+        1 + len({k for row in rows for k in row if k.startswith("loss/") and "@" not in k})
+        for rows in history_by_run.values()
+    )
+    figure = _new_figure(12.0, 4.5 + 0.09 * entries)  # room for the legends below the axes
     loss_axes, accuracy_axes = figure.subplots(1, 2)
     plotted_losses: list[float] = []
     plotted_accuracy = False
@@ -105,12 +109,15 @@ def plot_loss_curves(
     if plotted_losses:
         if min(plotted_losses) > 0:
             loss_axes.set_yscale("log")
-        loss_axes.legend(fontsize="x-small")
+        # below the axes: a legend of every run × part would cover the curves
+        loss_axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                         ncols=2)  # fmt: skip
     else:
         _note_no_data(loss_axes, "training log")
     accuracy_axes.set(title="validation accuracy", xlabel="step", ylabel="accuracy")
     if plotted_accuracy:
-        accuracy_axes.legend(fontsize="x-small")
+        accuracy_axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                             ncols=2)  # fmt: skip
     else:
         _note_no_data(accuracy_axes, "validation log")
     return _save(figure, path)
