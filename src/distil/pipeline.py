@@ -213,10 +213,10 @@ def final_metrics(
             for split in task.final_splits
         }
 
+    student_model = task.describe_model(config.student)  # peers are built from it too
     blocks: dict[str, dict[str, Any]] = {}
     for name, model in students.items():
-        spec = config.student
-        block: dict[str, Any] = {"model": task.describe_model(spec), "last": scores(model)}
+        block: dict[str, Any] = {"model": student_model, "last": scores(model)}
         pointer = best_pointer(name)
         if has_checkpoint(checkpoints, pointer):
             best_model = copy.deepcopy(model)
@@ -235,7 +235,7 @@ def final_metrics(
             "method": config.method.name,
             "seed": config.train.seed,
             "dataset": _dataset_name(config),
-            "student": task.describe_model(config.student),
+            "student": student_model,
             "teacher": task.describe_model(config.teacher) if config.teacher else None,
         },
         "task": task.name,

@@ -9,6 +9,7 @@ import yaml
 from distil.config import parse_config
 from distil.errors import ConfigError
 from distil.methods import METHODS
+from distil.methods.base import MAIN_STUDENT
 from distil.tasks import task_for
 from distil.train.accelerator import make_accelerator
 from distil.train.checkpoint import best_pointer, has_checkpoint, load_model_state, read_pointer
@@ -18,7 +19,7 @@ def evaluate_run(
     run_dir: Path,
     checkpoint: str = "last",
     split: str = "test",
-    student: str = "student",
+    student: str = MAIN_STUDENT,
     *,
     unfinished: bool = False,
 ) -> dict[str, float]:
@@ -26,9 +27,10 @@ def evaluate_run(
 
     ``last`` of the main student is its final checkpoint; a peer's weights are kept at its
     best validation step (``best``) only. A run that did not finish (no ``metrics.json``) is
-    refused unless ``unfinished`` — its last checkpoint is not its result. Agreement and KL are measured against the same
-    teacher references the run used (an LM run trained from a cache without a live teacher is
-    scored against the cache's split, as in its ``metrics.json``)."""
+    refused unless ``unfinished`` — its last checkpoint is not its result. Agreement and KL
+    are measured against the same teacher references the run used (an LM run trained from a
+    cache without a live teacher is scored against the cache's split, as in its
+    ``metrics.json``)."""
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise ConfigError(f"{config_path}: missing; is {run_dir} a distil run folder?")
@@ -44,16 +46,15 @@ def evaluate_run(
             "`distil train <recipe> --resume`, or pass --unfinished to evaluate it as it is"
         )
     config = parse_config(yaml.safe_load(config_path.read_text()))
-    task = task_for(config)
-    if split not in task.final_splits and split != "val":
-        raise ConfigError(f"--split: {split!r} is not a split of task {task.name!r}")
-    if student != "student" and checkpoint != "best":
-        raise ConfigError(f"--student {student}: a peer's weights are kept as 'best' only")
     if getattr(config.student, "weights", None):  # the run's weights replace them anyway
         config = config.model_copy(
             update={"student": config.student.model_copy(update={"weights": None})}
         )
-        task = task_for(config)
+    task = task_for(config)
+    if split not in task.final_splits and split != "val":
+        raise ConfigError(f"--split: {split!r} is not a split of task {task.name!r}")
+    if student != MAIN_STUDENT and checkpoint != "best":
+        raise ConfigError(f"--student {student}: a peer's weights are kept as 'best' only")
     accelerator = make_accelerator()
     data = task.load_data()
     model = task.build_student(data).to(accelerator.device)

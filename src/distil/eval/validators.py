@@ -7,24 +7,12 @@ ECE and agreement with the teacher; the language-model one is in :mod:`distil.ev
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from distil.eval.evaluate import evaluate_model, teacher_logits
 from distil.teachers.base import Teacher
-
-Validator = Callable[[nn.Module, torch.device], dict]
-
-#: Metrics where larger is better; every other selection metric is minimised.
-HIGHER_IS_BETTER = frozenset({"accuracy", "agreement", "top1_agreement"})
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger ``metric`` means a better model (accuracy yes, perplexity no)."""
-    return metric in HIGHER_IS_BETTER
 
 
 class ClassificationValidator:

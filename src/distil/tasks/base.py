@@ -11,11 +11,9 @@ checkpoints, the run folder, ``metrics.json``, reports — is shared by every ta
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from accelerate import Accelerator
 from torch import nn
 
@@ -24,12 +22,10 @@ from distil.methods.base import LossOutput, Method, Need
 from distil.methods.terms import label_and_teacher_terms
 from distil.outputs import ModelOutputs
 from distil.registry import Registry
+from distil.train.trainer import Validator
 
 if TYPE_CHECKING:
     from distil.config import RunConfig
-
-#: A validator scores one student on the validation split: ``(model, device) -> metrics``.
-Validator = Callable[[nn.Module, torch.device], dict]
 
 
 @dataclass
@@ -57,8 +53,9 @@ class Task:
     """Base of the task plug-ins; one instance serves one recipe.
 
     Subclasses set ``name``, ``Config`` (their recipe model, a
-    :class:`~distil.config.RunConfig`), ``provides`` (the method needs they can satisfy),
-    ``select_metric_default`` through their eval section, and implement the methods below.
+    :class:`~distil.config.RunConfig` whose ``eval.select_metric`` picks best checkpoints),
+    ``provides`` (the method needs they can satisfy) and ``maximised_metrics``, and implement
+    the methods below.
     """
 
     name: ClassVar[str]

@@ -18,7 +18,6 @@ from distil.config import RunConfig
 from distil.data import DataConfig, DataSplits, load_data
 from distil.eval.evaluate import evaluate_model, predict_logits, teacher_logits
 from distil.eval.metrics import classification_metrics, reliability_bins
-from distil.eval.validators import ClassificationValidator
 from distil.methods.base import Method, Need
 from distil.outputs import ModelOutputs, call_model
 from distil.tasks.base import Task, TeacherSet, register_task
@@ -153,10 +152,10 @@ class ClassificationTask(Task):
         return ModelOutputs(logits=call_model(model, batch["inputs"]))
 
     def validator(self, data: DataSplits, teachers: TeacherSet | None, device: Any = None):
-        return ClassificationValidator(
-            data.val, teachers.reference("val") if teachers else None,
-            batch_size=self.config.eval.batch_size, ece_bins=self.config.eval.ece_bins,
-        )  # fmt: skip
+        """Scores the val split as the final metrics do, with the same cached teacher logits
+        (the teacher runs over the split once per run, not once more for validation)."""
+        teachers = teachers or TeacherSet()
+        return lambda model, device: self.evaluate(model, data, "val", teachers, device)
 
     # ------------------------------------------------------------------ results
 

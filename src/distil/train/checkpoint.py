@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from distil.errors import CheckpointError
+from distil.methods.base import MAIN_STUDENT
 from distil.train.state_io import read_json, read_state, read_tensors, write_json, write_state
 
 MODEL_FILE = "model.safetensors"
@@ -78,10 +79,9 @@ def commit(root: Path, name: str, pointer: str, info: dict[str, Any]) -> None:
     if final.exists():  # left behind by a kill between rename and pointer update
         shutil.rmtree(final)
     tmp.rename(final)
-    if pointer == "last" and has_checkpoint(root, "last"):
-        former = _pointer_or_none(root, "last")
-        if former is not None and former["dir"] != name:
-            write_json(root / "previous.json", former)
+    former = _pointer_or_none(root, "last") if pointer == "last" else None
+    if former is not None and former["dir"] != name:
+        write_json(root / "previous.json", former)
     write_json(root / f"{pointer}.json", {"dir": name, **info})
     _remove_unreferenced(root)
 
@@ -166,10 +166,10 @@ def _pointer_or_none(root: Path, pointer: str) -> dict[str, Any] | None:
         return None
 
 
-def best_pointer(student: str = "student") -> str:
+def best_pointer(student: str = MAIN_STUDENT) -> str:
     """The pointer of a student's best-validation weights: ``best`` for the run's main
     student, ``best-<name>`` for a peer a method trains beside it."""
-    return "best" if student == "student" else f"best-{student}"
+    return "best" if student == MAIN_STUDENT else f"best-{student}"
 
 
 def _remove_unreferenced(root: Path) -> None:

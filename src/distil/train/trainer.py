@@ -301,21 +301,20 @@ class Trainer:
         """Stop, before the optimizer moves, when a loss part or the gradient stopped being
         finite on any process (every process decides together, so none waits for the others
         in a collective). With fp16 the gradient scaler skips overflowing steps itself."""
-        parts = sorted({
-            name for loss in micro_losses for name, value in loss.parts.items()
-            if not torch.isfinite(value.detach()).all()
-        } | ({"total"} if any(not torch.isfinite(m.total.detach()).all() for m in micro_losses) else set()))  # fmt: skip
+
+        def finite(value: Tensor) -> bool:
+            return bool(torch.isfinite(value.detach()).all())
+
+        parts = sorted({n for m in micro_losses for n, v in m.parts.items() if not finite(v)})
+        if not parts and not all(finite(m.total) for m in micro_losses):
+            parts = ["total"]
         gradient_ok = True
         if self.config.mixed_precision != "fp16":
             if gradient_norm is None:
                 gradients = [p.grad for p in parameters_of(self.module) if p.grad is not None]
                 gradient_norm = torch.nn.utils.get_total_norm(gradients) if gradients else None
             gradient_ok = gradient_norm is None or bool(torch.isfinite(gradient_norm))
-        flags = torch.tensor(
-            [float(bool(parts)), float(not gradient_ok)], device=self.accelerator.device
-        )
-        if self.accelerator.num_processes > 1:
-            flags = self.accelerator.reduce(flags, reduction="sum")
+        flags = self._on_any_process([bool(parts), not gradient_ok])
         if not flags.any():
             return
         if parts:
@@ -329,6 +328,14 @@ class Trainer:
             f"{self._last_good()} Lower train.lr, set train.max_grad_norm, or check the "
             "method's weights and the data"
         )
+
+    def _on_any_process(self, flags: list[bool]) -> Tensor:
+        """The flags summed over every process: every process decides the same way, so none
+        is left waiting for the others in a collective."""
+        summed = torch.tensor([float(f) for f in flags], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            summed = self.accelerator.reduce(summed, reduction="sum")
+        return summed
 
     def _last_good(self) -> str:
         try:
@@ -495,10 +502,7 @@ class Trainer:
         """Never write non-finite weights over the last good checkpoint."""
         tensors = [*self.module.named_parameters(), *self.module.named_buffers()]
         bad = [n for n, t in tensors if t.is_floating_point() and not torch.isfinite(t).all()]
-        flag = torch.tensor(float(bool(bad)), device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="sum")
-        if not flag:
+        if not self._on_any_process([bool(bad)]).any():
             return
         shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
         raise TrainingError(
