@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch import nn
@@ -27,6 +26,7 @@ from distil.config import RunConfig
 from distil.errors import ConfigError
 from distil.methods import METHODS, build_method
 from distil.methods.base import MAIN_STUDENT, Need
+from distil.run_folder import read_run_config, seal_run
 from distil.tasks import Task, TeacherSet, check_method_fits, task_for
 from distil.train import Trainer, TrainResult
 from distil.train.accelerator import make_accelerator
@@ -37,7 +37,7 @@ from distil.train.checkpoint import (
     load_model_state,
     read_pointer,
 )
-from distil.train.state_io import write_json
+from distil.train.state_io import write_json, write_text_atomic
 
 log = logging.getLogger("distil")
 
@@ -77,7 +77,8 @@ def run(
     student = task.build_student(data)
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(config.to_yaml())
+        write_text_atomic(run_dir / "config.yaml", config.to_yaml())
+        seal_run(run_dir, finished=False)
     started = time.perf_counter()
     trainer = Trainer(
         student, method, task=task, train_data=data.train, data=data, config=config.train,
@@ -96,6 +97,7 @@ def run(
         metrics["train_seconds"] = trained - started
         metrics["eval_seconds"] = time.perf_counter() - trained
         write_json(run_dir / "metrics.json", metrics)
+        seal_run(run_dir, finished=True)  # recipe, metrics and step log, verified when read
         task.save_students(students, data, run_dir)
         if config.output.report:
             from distil.report import write_report  # matplotlib only when a report is asked for
@@ -158,15 +160,13 @@ RESUMABLE_CHANGES = {"train.progress", "output.report"}
 
 def check_same_recipe(config: RunConfig, run_dir: Path) -> None:
     """Refuse to resume a run with a recipe that differs from the one it started with."""
-    saved_path = run_dir / "config.yaml"
-    if not saved_path.is_file():
+    saved_recipe = read_run_config(run_dir / "config.yaml")
+    if saved_recipe is None:
         return
     from distil.config import parse_config
 
     # parsed again, so a recipe saved in a short form (teacher:) compares by meaning
-    saved = _flatten(
-        parse_config(yaml.safe_load(saved_path.read_text()) or {}).model_dump(mode="json")
-    )
+    saved = _flatten(parse_config(saved_recipe).model_dump(mode="json"))
     current = _flatten(config.model_dump(mode="json"))
     changed = sorted(
         key for key in saved.keys() | current.keys()

@@ -5,8 +5,9 @@ method, the task's own validator — and its best-validation weights are kept in
 the user cache (``$DISTIL_CACHE_DIR``, default ``~/.cache/distil``) named by a hash of
 everything that determines it (architecture, options, data, pretraining settings, distil's
 version). The next run that asks for the same model reuses it. Training runs in a work folder
-next to it, so a killed pretraining resumes; the finished folder is published by one rename,
-so a reader never sees half of it.
+next to it, so a killed pretraining resumes; the finished folder is sealed with the
+checkpoints' ``checksums.json`` and published by one rename, so a reader never sees half of
+it, and it is verified each time it is reused (a damaged one is trained again, not loaded).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from typing import Any
 from accelerate import Accelerator, PartialState
 from torch import Tensor, nn
 
+from distil.errors import CheckpointError
 from distil.paths import cache_dir
-from distil.train.checkpoint import load_model_state, read_pointer
+from distil.train.checkpoint import CHECKSUMS_FILE, load_model_state, read_pointer, seal, verify
 
 log = logging.getLogger("distil")
 
@@ -46,16 +48,19 @@ def cached_model(
     produce: Callable[[Path, Path], None],
     accelerator: Accelerator | PartialState | None = None,
 ) -> Path:
-    """``folder``, produced first unless it already holds the file ``complete``.
+    """``folder``, produced first unless it already holds the file ``complete`` and every file
+    in it verifies against the ``checksums.json`` sealed when it was made.
 
     ``produce(work, staging)`` trains in ``work`` (kept across a kill, so training resumes)
     and writes the finished model into ``staging``; every process calls it (training may be
-    distributed), and it writes on the main process only. The staging folder then replaces
-    ``folder`` in one rename and the work folder is deleted.
+    distributed), and it writes on the main process only. The staging folder is then sealed
+    and replaces ``folder`` in one rename and the work folder is deleted. A damaged, edited
+    or unsealed cached model is never loaded: a warning names the file, the folder is set
+    aside (renamed ``<folder>.damaged``, never deleted) and the model is trained again.
     """
-    if (folder / complete).is_file():
-        return folder
     main = accelerator is None or accelerator.is_main_process
+    if (folder / complete).is_file() and _verifies(folder, warn=main):
+        return folder
     work = folder.with_name(folder.name + ".training")
     staging = folder.with_name(folder.name + ".tmp")
     if main:
@@ -68,13 +73,43 @@ def cached_model(
     if accelerator is not None:
         accelerator.wait_for_everyone()
     if main:
+        seal(staging)
         if folder.exists():
-            shutil.rmtree(folder)
+            _set_aside(folder)
         os.replace(staging, folder)
         shutil.rmtree(work, ignore_errors=True)
     if accelerator is not None:
         accelerator.wait_for_everyone()
     return folder
+
+
+def _verifies(folder: Path, *, warn: bool) -> bool:
+    """Whether every file ``checksums.json`` lists is there with its recorded sha256."""
+    problem = None
+    if not (folder / CHECKSUMS_FILE).is_file():
+        problem = f"{folder / CHECKSUMS_FILE}: missing, so the cached model cannot be verified"
+    else:
+        try:
+            verify(folder)
+        except CheckpointError as error:
+            problem = str(error)
+    if problem is not None and warn:
+        log.warning("%s; pretraining it again into a fresh folder (the damaged one is kept "
+                    "as %s)", problem, _aside_name(folder).name)  # fmt: skip
+    return problem is None
+
+
+def _aside_name(folder: Path) -> Path:
+    aside, number = folder.with_name(folder.name + ".damaged"), 1
+    while aside.exists():
+        number += 1
+        aside = folder.with_name(f"{folder.name}.damaged-{number}")
+    return aside
+
+
+def _set_aside(folder: Path) -> None:
+    """Keep a cached model that failed its checks next to the fresh one, for inspection."""
+    os.replace(folder, _aside_name(folder))
 
 
 def pretrain_supervised(

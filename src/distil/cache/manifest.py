@@ -11,7 +11,11 @@ A cache folder holds shard files ``{split}-r{rank:03d}-{n:05d}.safetensors`` and
   against other data is caught instead of silently teaching the wrong tokens.
 
 The manifest records what made the cache (teacher and tokenizer fingerprints, temperature,
-k, codec with its parameters) and, per shard, its size and sha256. Shards are read by
+k, codec with its parameters) and, per shard, its size and sha256; the manifest's own sha256
+is sealed in ``checksums.json`` (the record checkpoints and run folders use too), so an
+edited setting is caught as surely as a damaged shard. While a cache is being written, each
+rank records every shard's sha256 as it finishes it in ``checksums-r<rank>.json``: a
+resumed run verifies the shards it keeps, and the merge lists only shards that still match. Shards are read by
 memory-mapping the ``records`` tensor straight out of the safetensors file: a safetensors
 file is an 8-byte header length, a JSON header with each tensor's dtype, shape and byte
 range, then the raw bytes.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 from dataclasses import asdict, dataclass, field
@@ -36,6 +41,8 @@ from distil.errors import DataError
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STARTED = "cache-settings.json"
+
+log = logging.getLogger("distil")
 
 _HASH_WEIGHTS: dict[int, Tensor] = {}
 
@@ -87,16 +94,22 @@ class Manifest:
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
+        """The manifest of ``folder``, verified against the ``checksums.json`` sealed with it
+        (a cache written before the seal existed is read with a warning)."""
         path = folder / MANIFEST
         if not path.is_file():
             raise DataError(
                 f"{folder}: no {MANIFEST}; not a teacher cache, or `distil cache-teacher` did "
                 "not finish (run it again: it resumes)"
             )
+        data = path.read_bytes()
+        check_sealed(path, hashlib.sha256(data).hexdigest())
         try:
-            payload = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}: corrupt manifest ({error.msg})") from None
+            payload = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise DataError(f"{path}: corrupt manifest ({error})") from None
+        if not isinstance(payload, dict):
+            raise DataError(f"{path}: corrupt manifest (not a JSON object)")
         version = payload.pop("format_version", None)
         if version != FORMAT_VERSION:
             raise DataError(
@@ -104,8 +117,49 @@ class Manifest:
                 "rebuild the cache with `distil cache-teacher`"
             )
         payload.pop("splits", None)
-        shards = [ShardInfo(**s) for s in payload.pop("shards", [])]
+        try:
+            shards = [ShardInfo(**s) for s in payload.pop("shards", [])]
+        except TypeError as error:
+            raise DataError(f"{path}: corrupt manifest (a shard entry: {error})") from None
         return cls(settings=payload, shards=shards)
+
+
+def seal_manifest(folder: Path) -> None:
+    """Record the manifest's sha256 in ``checksums.json``, the seal every distil folder uses
+    (:func:`distil.train.checkpoint.seal`); the manifest records the shards' own."""
+    from distil.train.checkpoint import seal
+
+    seal(folder, [MANIFEST])
+
+
+def check_sealed(path: Path, digest: str) -> None:
+    """DataError unless ``digest`` is the sha256 the folder's ``checksums.json`` records for
+    ``path``; a folder without that record is accepted with a warning (an older distil)."""
+    from distil.train.checkpoint import CHECKSUMS_FILE
+
+    seal_path = path.parent / CHECKSUMS_FILE
+    if not seal_path.is_file():
+        log.warning("%s has no %s (written by an older distil): %s not verified",
+                    path.parent, CHECKSUMS_FILE, path.name)  # fmt: skip
+        return
+    recorded = read_json_file(seal_path)
+    if not isinstance(recorded, dict) or path.name not in recorded:
+        raise DataError(f"{seal_path}: does not record {path.name} (damaged or edited)")
+    if recorded[path.name] != digest:
+        raise DataError(
+            f"{path}: damaged (its sha256 differs from the one recorded in {CHECKSUMS_FILE} "
+            "when it was written)"
+        )
+
+
+def read_json_file(path: Path) -> Any:
+    """A JSON file of the cache; missing or not JSON is a DataError naming it."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DataError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: not valid JSON ({error})") from None
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -4,8 +4,9 @@
   i mod world = r and writes its own shards; the main process merges one manifest after
   every process is done.
 * **Resumable** — a shard is written to a temporary name and renamed when complete, so the
-  folder only ever holds whole shards; a restarted run reads which blocks its finished shards
-  hold and continues after them. The settings are recorded when a cache is started and a
+  folder only ever holds whole shards; its sha256 is recorded (``checksums-r<rank>.json``)
+  before it takes its name, and a restarted run verifies the shards it keeps against it,
+  reads which blocks they hold and continues after them. The settings are recorded when a cache is started and a
   restart with other settings (another teacher, k, codec) is refused.
 * **Overlapped** — top-k selection stays with the forward pass; encoding and writing run in
   a background thread, so the teacher is rarely kept waiting (``distil bench llm`` measures
@@ -32,6 +33,8 @@ from distil.cache.manifest import (
     Manifest,
     ShardInfo,
     input_hashes,
+    read_json_file,
+    seal_manifest,
     sha256_of,
     shard_arrays,
     write_json_atomic,
@@ -95,12 +98,13 @@ def cache_teacher(
     if rank != 0:  # alone (no process group): record them if rank 0 has not yet
         _record_settings(folder, full_settings)
     _check_settings(folder, full_settings)
+    ledger = _ShardLedger(folder, rank)
     tokens = sequences = 0
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: list[Future] = []
         for split, blocks in splits.items():
             mine = list(range(rank, len(blocks), world_size))
-            done, next_index = _finished(folder, split, rank)
+            done, next_index = _finished(folder, split, rank, ledger)
             todo = [i for i in mine if i not in done]
             if done:
                 log.info("%s/%s rank %d: %d blocks already cached, %d to go",
@@ -126,11 +130,11 @@ def cache_teacher(
                 tokens += int(counts.sum())
                 sequences += len(counts)
                 if shard.tokens >= shard_tokens:
-                    pending.append(pool.submit(shard.flush, coder, k, vocab_size))
+                    pending.append(pool.submit(shard.flush, coder, k, vocab_size, ledger))
                     shard = _ShardBuffer(folder, split, rank, shard.index + 1)
                     _drain(pending, keep=1)
             if shard.tokens or shard.sequences:
-                pending.append(pool.submit(shard.flush, coder, k, vocab_size))
+                pending.append(pool.submit(shard.flush, coder, k, vocab_size, ledger))
         _drain(pending, keep=0)
     if barrier is not None:
         barrier()
@@ -142,16 +146,20 @@ def cache_teacher(
 
 
 def merge_manifest(folder: Path, settings: dict[str, Any]) -> Manifest:
-    """List every complete shard with its size and sha256 and write ``manifest.json``."""
-    shards = []
+    """List every complete shard with its size and sha256 — each checked against the sha256
+    its rank recorded when it wrote it — write ``manifest.json`` and seal it."""
+    shards, ledgers = [], {}
     for path in sorted(folder.glob("*-r*-*.safetensors")):
         split, rank_part, _ = path.stem.rsplit("-", 2)
+        rank = int(rank_part[1:])
+        ledger = ledgers.setdefault(rank, _ShardLedger(folder, rank))
+        digest = ledger.check(path)
         arrays = shard_arrays(path)
         shards.append(
             ShardInfo(
-                file=path.name, split=split, rank=int(rank_part[1:]),
+                file=path.name, split=split, rank=rank,
                 sequences=len(arrays["sequence_ids"]), tokens=len(arrays["records"]),
-                bytes=path.stat().st_size, sha256=sha256_of(path),
+                bytes=path.stat().st_size, sha256=digest,
             )
         )  # fmt: skip
     manifest = Manifest(settings=settings, shards=shards)
@@ -162,7 +170,43 @@ def merge_manifest(folder: Path, settings: dict[str, Any]) -> Manifest:
                 "a process did not finish — run `distil cache-teacher` again to complete it"
             )
     manifest.write(folder)
+    seal_manifest(folder)
     return manifest
+
+
+class _ShardLedger:
+    """``checksums-r<rank>.json``: the sha256 of each shard one rank wrote, recorded before
+    the shard takes its final name (so every finished shard has its record)."""
+
+    def __init__(self, folder: Path, rank: int) -> None:
+        self.path = folder / f"checksums-r{rank:03d}.json"
+        self.digests: dict[str, str] = {}
+        if self.path.is_file():
+            recorded = read_json_file(self.path)
+            if not isinstance(recorded, dict):
+                raise DataError(f"{self.path}: not a checksum record (expected a JSON object)")
+            self.digests = recorded
+
+    def record(self, name: str, digest: str) -> None:
+        self.digests[name] = digest
+        write_json_atomic(self.path, self.digests)
+
+    def check(self, path: Path) -> str:
+        """The shard's sha256, or a DataError naming it when it is not the one written."""
+        if path.name not in self.digests:
+            raise DataError(
+                f"{path}: no sha256 recorded for it in {self.path.name} (written by an older "
+                "distil, or the record was lost); delete the shard and run `distil "
+                "cache-teacher` again to cache its blocks anew"
+            )
+        digest = sha256_of(path)
+        if digest != self.digests[path.name]:
+            raise DataError(
+                f"{path}: damaged (its sha256 differs from the one recorded when it was "
+                "written); delete it and run `distil cache-teacher` again to cache its "
+                "blocks anew"
+            )
+        return digest
 
 
 class _ShardBuffer:
@@ -186,7 +230,7 @@ class _ShardBuffer:
         self.tokens += int(counts.sum())
         self.sequences += len(counts)
 
-    def flush(self, coder, k: int, vocab_size: int) -> Path:
+    def flush(self, coder, k: int, vocab_size: int, ledger: _ShardLedger) -> Path:
         counts = torch.cat(self.counts).long()
         if self.tokens:
             records = coder.encode(torch.cat(self.logprobs), torch.cat(self.ids), vocab_size)
@@ -206,6 +250,7 @@ class _ShardBuffer:
         )
         with tmp.open("rb") as handle:
             os.fsync(handle.fileno())
+        ledger.record(name, sha256_of(tmp))
         os.replace(tmp, self.folder / name)
         return self.folder / name
 
@@ -216,11 +261,13 @@ def _drain(pending: list[Future], keep: int) -> None:
         pending.pop(0).result()
 
 
-def _finished(folder: Path, split: str, rank: int) -> tuple[set[int], int]:
-    """Blocks this rank's complete shards of ``split`` hold, and the next shard number."""
+def _finished(folder: Path, split: str, rank: int, ledger: _ShardLedger) -> tuple[set[int], int]:
+    """Blocks this rank's complete shards of ``split`` hold — each verified against the
+    sha256 recorded when it was written — and the next shard number."""
     done: set[int] = set()
     shards = sorted(folder.glob(f"{split}-r{rank:03d}-*.safetensors"))
     for path in shards:
+        ledger.check(path)
         done.update(int(i) for i in shard_arrays(path)["sequence_ids"])
     next_index = int(shards[-1].stem.rsplit("-", 1)[1]) + 1 if shards else 0
     return done, next_index
@@ -228,17 +275,28 @@ def _finished(folder: Path, split: str, rank: int) -> tuple[set[int], int]:
 
 def _record_settings(folder: Path, settings: dict[str, Any]) -> None:
     path = folder / STARTED
-    if not path.is_file():
-        write_json_atomic(path, settings)
+    if path.is_file():
+        return
+    if any(folder.glob("*-r*-*.safetensors")):
+        raise DataError(
+            f"{path}: missing while {folder} holds shards; what made them is unknown, so they "
+            "are not resumed — delete the folder or choose another cache.dir"
+        )
+    write_json_atomic(path, settings)
 
 
 def _check_settings(folder: Path, settings: dict[str, Any]) -> None:
-    recorded = json.loads((folder / STARTED).read_text())
+    """Refuse to resume a cache started with other settings, showing both values."""
+    path = folder / STARTED
+    recorded = read_json_file(path)
+    if not isinstance(recorded, dict):
+        raise DataError(f"{path}: not a settings record (expected a JSON object)")
     current = json.loads(json.dumps(settings))  # as JSON would give it back (tuples → lists)
     if recorded != current:
         changed = sorted(k for k in recorded.keys() | current.keys()
                          if recorded.get(k) != current.get(k))  # fmt: skip
+        shown = "; ".join(f"{k}: {recorded.get(k)!r} → {current.get(k)!r}" for k in changed)
         raise DataError(
-            f"{folder}: this cache was started with other settings ({', '.join(changed)}); "
-            "delete the folder or choose another cache.dir"
+            f"{folder}: this cache was started with other settings ({shown}; recorded in "
+            f"{STARTED} → this run's); delete the folder or choose another cache.dir"
         )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from distil.config import parse_config
 from distil.errors import ConfigError
 from distil.methods import METHODS
 from distil.methods.base import MAIN_STUDENT
+from distil.run_folder import read_run_config, read_run_text
 from distil.tasks import task_for
 from distil.train.accelerator import make_accelerator
 from distil.train.checkpoint import best_pointer, has_checkpoint, load_model_state, read_pointer
@@ -45,7 +44,9 @@ def evaluate_run(
             f"{run_dir}: the run did not finish (no metrics.json; {where}); continue it with "
             "`distil train <recipe> --resume`, or pass --unfinished to evaluate it as it is"
         )
-    config = parse_config(yaml.safe_load(config_path.read_text()))
+    if (run_dir / "metrics.json").is_file():
+        read_run_text(run_dir / "metrics.json")  # a finished run's files are verified as a whole
+    config = parse_config(read_run_config(config_path))
     if getattr(config.student, "weights", None):  # the run's weights replace them anyway
         config = config.model_copy(
             update={"student": config.student.model_copy(update={"weights": None})}

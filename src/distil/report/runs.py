@@ -15,11 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distil.errors import DataError
 from distil.eval.aggregate import mean_std
-from distil.jsonl import read_json_lines
+from distil.run_folder import read_run_config, read_run_text, read_step_log
 
 __all__ = ["SUMMARY_METRICS", "RunRecord", "load_run", "nested_get", "summary_rows"]
 
@@ -105,51 +103,35 @@ def nested_get(mapping: Any, *keys: str) -> Any:
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:
-    if not path.is_file():
+    text = read_run_text(path)
+    if text is None:
         raise DataError(f"{path}: metrics.json not found; is this a finished run folder?")
     try:
-        metrics = json.loads(path.read_text(encoding="utf-8"))
+        metrics = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(
             f"{path}: invalid JSON at line {error.lineno}, column {error.colno}: {error.msg}"
-        ) from error
+        ) from None
     if not isinstance(metrics, dict):
         raise DataError(f"{path}: expected a JSON object, got {type(metrics).__name__}")
     return metrics
 
 
-def _read_config(path: Path) -> dict[str, Any]:
-    # A run without its recipe can still be reported; the config section is then empty.
-    if not path.is_file():
-        return {}
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise DataError(f"{path}: invalid YAML: {error}") from error
-    if config is None:
-        return {}
-    if not isinstance(config, dict):
-        raise DataError(f"{path}: expected a mapping at the top level, got {type(config).__name__}")
-    return config
-
-
-def _read_history(path: Path) -> list[dict[str, Any]]:
-    # A run that logged nothing (or whose log was deleted) still has final metrics to report.
-    return read_json_lines(path) if path.is_file() else []
-
-
 def load_run(run_dir: str | Path) -> RunRecord:
     """Load a run folder: ``metrics.json`` (required), ``config.yaml`` and ``metrics.jsonl``.
 
-    Raises :class:`distil.errors.DataError` naming the file when ``metrics.json`` is missing
-    or any of the three files cannot be parsed.
+    Raises :class:`distil.errors.DataError` naming the file when ``metrics.json`` is missing,
+    when any of the three files cannot be parsed, or when one differs from the checksum its
+    folder recorded when the run wrote it (:mod:`distil.run_folder`).
     """
     run_dir = Path(run_dir)
     return RunRecord(
         path=run_dir,
-        config=_read_config(run_dir / "config.yaml"),
+        # a run without its recipe can still be reported (unless its seal lists the recipe)
+        config=read_run_config(run_dir / "config.yaml") or {},
         metrics=_read_metrics(run_dir / "metrics.json"),
-        history=_read_history(run_dir / "metrics.jsonl"),
+        # a run that logged nothing still has final metrics to report
+        history=read_step_log(run_dir / "metrics.jsonl"),
     )
 
 

@@ -38,6 +38,9 @@ from distil.train.state_io import read_json, read_state, read_tensors, write_jso
 MODEL_FILE = "model.safetensors"
 METHOD_FILE = "method.safetensors"
 CHECKSUMS_FILE = "checksums.json"
+#: A copy of the pointer written into the folder it points at (and sealed with it), so a
+#: damaged or edited ``last.json``/``best.json`` is caught instead of read as another step.
+POINTER_RECORD = "pointer.json"
 
 log = logging.getLogger("distil")
 
@@ -75,7 +78,8 @@ def commit(root: Path, name: str, pointer: str, info: dict[str, Any]) -> None:
     """Seal the temporary folder, publish it as ``name`` and point ``<pointer>.json`` at it
     (the ``last`` checkpoint it replaces stays as ``previous``)."""
     tmp, final = root / f".tmp-{name}", root / name
-    write_json(tmp / CHECKSUMS_FILE, {f.name: file_digest(f) for f in _files(tmp)})
+    write_json(tmp / POINTER_RECORD, {"dir": name, **info})  # sealed: pointers are checked by it
+    seal(tmp)
     if final.exists():  # left behind by a kill between rename and pointer update
         shutil.rmtree(final)
     tmp.rename(final)
@@ -84,6 +88,14 @@ def commit(root: Path, name: str, pointer: str, info: dict[str, Any]) -> None:
         write_json(root / "previous.json", former)
     write_json(root / f"{pointer}.json", {"dir": name, **info})
     _remove_unreferenced(root)
+
+
+def seal(folder: Path, names: list[str] | None = None) -> None:
+    """Write ``checksums.json`` in ``folder``: the sha256 of each of ``names`` (default: every
+    file in it). The one integrity record of everything distil writes outside a teacher
+    cache: checkpoints, run folders, pretrained models (see :func:`verify`)."""
+    paths = _files(folder) if names is None else [folder / name for name in names]
+    write_json(folder / CHECKSUMS_FILE, {path.name: file_digest(path) for path in paths})
 
 
 def file_digest(path: Path) -> str:
@@ -206,8 +218,21 @@ def load_into(module: nn.Module, state: dict[str, Tensor], source: Path) -> None
 
 
 def read_pointer(root: Path, pointer: str) -> dict[str, Any]:
-    """The contents of ``last.json`` or ``best.json``."""
-    return read_json(root / f"{pointer}.json")
+    """The contents of ``last.json`` or ``best.json``, checked against the copy sealed in the
+    folder it names (folders written before that copy existed are taken at their word)."""
+    path = root / f"{pointer}.json"
+    content = read_json(path)
+    if not isinstance(content, dict) or not isinstance(content.get("dir"), str):
+        raise CheckpointError(f"{path}: not a checkpoint pointer (no folder named)")
+    record = root / content["dir"] / POINTER_RECORD
+    if record.is_file() and read_json(record) != content:
+        raise CheckpointError(
+            f"{path}: differs from the record sealed in {content['dir']}/{POINTER_RECORD} "
+            "(damaged or edited)"
+        )
+    if not record.is_file() and not (root / content["dir"]).is_dir():
+        raise CheckpointError(f"{path}: points at {content['dir']}, which does not exist")
+    return content
 
 
 def has_checkpoint(root: Path, pointer: str = "last") -> bool:

@@ -108,9 +108,15 @@ def finite_json(value: Any) -> Any:
 def write_json(path: Path, value: Any) -> None:
     """Write strict JSON atomically: a reader sees the old file or the new one, never a half;
     non-finite numbers are written as null."""
+    write_text_atomic(path, json.dumps(finite_json(value), indent=1, allow_nan=False))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to a temporary file, flush it to disk and rename it over
+    ``path``: a kill leaves the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(finite_json(value), handle, indent=1, allow_nan=False)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
