@@ -9,6 +9,7 @@ each task's module); this module holds the envelope every task shares and the lo
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -98,6 +99,8 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"a recipe must be a mapping of sections, got {type(raw).__name__}")
     task = raw.get("task", "classification")
+    if not isinstance(task, str):
+        raise ConfigError(f"task: expected a task name, got {_shown(task)}; one of {TASKS.names()}")
     if task not in TASKS:
         raise ConfigError(f"task: unknown task {task!r}{did_you_mean(str(task), TASKS.names())}")
     run_model = TASKS.get(task).Config
@@ -108,6 +111,11 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
             "method.name: missing; name a registered method, one of " + ", ".join(METHODS.names())
         )
     name = method_raw["name"]
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"method.name: expected a method name, got {_shown(name)}; one of "
+            + ", ".join(METHODS.names())
+        )
     if name not in METHODS:
         raise ConfigError(
             f"method.name: unknown method {name!r}{did_you_mean(str(name), METHODS.names())}"
@@ -118,18 +126,48 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, method_cls, prefix=("method",))) from None
     try:
-        return run_model.model_validate({**raw, "method": method})
+        config = run_model.model_validate({**raw, "method": method})
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, run_model)) from None
+    refuse_non_finite(config.model_dump())
+    return config
+
+
+def refuse_non_finite(values: Any, path: str = "") -> None:
+    """ConfigError naming the first key whose number is inf or nan, anywhere in a recipe.
+
+    Pydantic accepts ``inf`` for ``lr: float = Field(gt=0)`` (and YAML's ``.inf`` or an
+    override's ``inf`` reach every model option untyped); no setting of a run means anything
+    at infinity, and each would otherwise surface as a NaN loss at step 1 or a torch error.
+    """
+    if isinstance(values, float) and not math.isfinite(values):
+        raise ConfigError(f"{path or 'recipe'}: {values} is not a finite number")
+    if isinstance(values, dict):
+        for key, value in values.items():
+            refuse_non_finite(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(values, list | tuple):
+        for index, value in enumerate(values):
+            refuse_non_finite(value, f"{path}.{index}")
+
+
+def _shown(value: Any) -> str:
+    """A short description of a bad value for a one-line error."""
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
 
 
 def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
     """Load a recipe from a YAML path (or a shipped recipe's name) and apply overrides."""
     path = resolve_recipe(source)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except yaml.MarkedYAMLError as error:
+        line = f":{error.problem_mark.line + 1}" if error.problem_mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({error.problem})") from None
+    except (yaml.YAMLError, RecursionError) as error:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     return parse_config(apply_overrides(raw, overrides))
 
 

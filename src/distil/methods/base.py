@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -123,6 +123,23 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="registered method name")
+
+    @model_validator(mode="after")
+    def _temperatures_in_range(self) -> MethodConfig:
+        """Every ``*temperature`` of every method lies in :data:`TEMPERATURE_RANGE`: near 0
+        the logits divided by T overflow float32 (a NaN loss at step 1), near infinity the
+        T² factor does, and nothing in between that range is a setting anyone trains with."""
+        low, high = TEMPERATURE_RANGE
+        for key in type(self).model_fields:
+            value = getattr(self, key)
+            if key.endswith("temperature") and isinstance(value, float):
+                if not low <= value <= high:
+                    raise ValueError(f"{key} must lie in [{low}, {high}], got {value}")
+        return self
+
+
+#: Softening temperatures a method accepts (papers use 0.05–20).
+TEMPERATURE_RANGE = (0.01, 100.0)
 
 
 class Method(nn.Module):

@@ -10,8 +10,11 @@ factories share (input rank, dropout). The architectures live in the sibling fil
 from __future__ import annotations
 
 import inspect
+import math
+import typing
 from collections.abc import Callable
 
+from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
 from distil.errors import ConfigError, ShapeError
@@ -90,7 +93,40 @@ def build_model(
             f"model {name!r} was given input shape {input_shape}; "
             "every size must be a positive integer"
         )
-    return factory(input_shape=input_shape, num_classes=num_classes, **options)
+    options = _typed_options(name, factory, options)
+    try:
+        return factory(input_shape=input_shape, num_classes=num_classes, **options)
+    except (RuntimeError, MemoryError, OverflowError) as error:  # e.g. a kernel of 10⁶ pixels
+        first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise ConfigError(f"model {name!r} cannot be built with options {options}: {first}") from None
+
+
+def _typed_options(name: str, factory: ModelFactory, options: dict[str, object]) -> dict:
+    """Options checked (and coerced, ``"3"`` → 3) against the factory's type hints, so a
+    string for ``hidden`` or a list for ``dropout`` is refused here, naming the option, and
+    never reaches a layer constructor as a TypeError from inside torch."""
+    hints = typing.get_type_hints(factory)
+    checked = dict(options)
+    for option, value in options.items():
+        if option not in hints:
+            continue
+        try:
+            checked[option] = TypeAdapter(hints[option]).validate_python(value)
+        except ValidationError as error:
+            problem = error.errors()[0]["msg"]
+            raise ConfigError(
+                f"model {name!r}: option {option!r} is {value!r} ({problem}); expected "
+                f"{_type_name(hints[option])}"
+            ) from None
+        if isinstance(checked[option], float) and not math.isfinite(checked[option]):
+            raise ConfigError(f"model {name!r}: option {option!r} is {value!r}, not finite")
+    return checked
+
+
+def _type_name(hint: object) -> str:
+    if typing.get_args(hint):  # Sequence[int], int | None: the whole expression
+        return str(hint).replace("typing.", "").replace("collections.abc.", "")
+    return getattr(hint, "__name__", str(hint))
 
 
 def require_input_rank(name: str, input_shape: tuple[int, ...], expected: dict[int, str]) -> None:
