@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import io
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ from distil.data.datasets import ArrayDataset, DataSplits, Inputs
 from distil.data.registry import DATASETS
 from distil.data.splits import limit_train, stratified_split
 from distil.errors import ConfigError, DataError
+from distil.jsonl import not_utf8
 from distil.registry import did_you_mean
 
 log = logging.getLogger("distil")
@@ -180,10 +182,11 @@ def _read_rows(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".json"):
         raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .jsonl or .json")
+    data = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark is not part of the header
     except UnicodeDecodeError as error:
-        raise DataError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise not_utf8(path, data, error) from None
     if suffix == ".csv":
         rows = _csv_rows(path, text)
     elif suffix == ".json" and text.lstrip().startswith("["):
@@ -196,7 +199,9 @@ def _read_rows(path: Path) -> list[Row]:
 
 
 def _csv_rows(path: Path, text: str) -> list[Row]:
-    reader = csv.reader(text.splitlines(keepends=True))
+    # newline="": the csv module splits rows itself (str.splitlines would also split at a
+    # form feed or U+2028 inside a quoted field).
+    reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [column.strip() for column in next(reader, [])]
         if not header:
@@ -223,7 +228,9 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
 
 def _jsonl_rows(path: Path, text: str) -> list[Row]:
     rows: list[Row] = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: JSON strings may hold U+2028 or a form feed, which
+    # str.splitlines would treat as line breaks.
+    for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{path}:{line_number}"
@@ -234,6 +241,8 @@ def _jsonl_rows(path: Path, text: str) -> list[Row]:
                 f"{where}: not valid JSON ({error.msg} at column {error.colno}); "
                 "a JSON Lines file holds one JSON object per line"
             ) from None
+        except RecursionError:
+            raise DataError(f"{where}: JSON nested too deeply") from None
         rows.append((where, _require_object(where, record)))
     return rows
 
@@ -243,6 +252,8 @@ def _json_array_rows(path: Path, text: str) -> list[Row]:
         records = json.loads(text)
     except json.JSONDecodeError as error:
         raise DataError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except RecursionError:
+        raise DataError(f"{path}: JSON nested too deeply") from None
     return [
         (f"{path}: record {number}", _require_object(f"{path}: record {number}", record))
         for number, record in enumerate(records, start=1)
@@ -314,6 +325,7 @@ def _class_ids(
                 "name to read every label as a class name"
             )
     if config.label_kind != "name" and all(is_id):
+        _refuse_sparse_ids(rows, raw_labels)
         class_ids = np.array([int(label) for label in raw_labels], dtype=np.int64)
         return class_ids, [str(class_id) for class_id in range(int(class_ids.max()) + 1)]
     if all(re.fullmatch(r"-?\d+", label) for label in raw_labels):
@@ -322,6 +334,22 @@ def _class_ids(
         class_names = sorted(set(raw_labels))
     class_id_of = {name: class_id for class_id, name in enumerate(class_names)}
     return np.array([class_id_of[label] for label in raw_labels], dtype=np.int64), class_names
+
+
+def _refuse_sparse_ids(rows: list[Row], raw_labels: list[str]) -> None:
+    """Class ids number the classes 0 … C−1, so one id far beyond the others (a typo, an
+    uncleaned sentinel like 999999) would make that many empty classes — an output layer of
+    a million logits, or no memory left — instead of one wrong row."""
+    ids = [int(label) for label in raw_labels]
+    distinct = len(set(ids))
+    limit = max(1024, 16 * distinct)
+    largest = max(range(len(ids)), key=ids.__getitem__)
+    if ids[largest] >= limit:
+        raise DataError(
+            f"{rows[largest][0]}: class id {ids[largest]} is far beyond the file's {distinct} "
+            f"distinct ids (ids number the classes 0 … C−1; at most {limit - 1} here); fix the "
+            "row, or set data.label_kind: name to read labels as names"
+        )
 
 
 def _read_features(
@@ -356,15 +384,16 @@ def _read_features(
 
 def _as_number(where: str, field: str, value: Any) -> float:
     number: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
             number = float(value.strip())
-        except ValueError:
-            number = None
+    except (ValueError, OverflowError):  # "abc"; an integer beyond float's range
+        number = None
     if number is None or not math.isfinite(number):
-        raise DataError(f"{where}: feature {field!r} is {value!r}, not a finite number")
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise DataError(f"{where}: feature {field!r} is {shown}, not a finite number")
     return number
 
 
@@ -385,6 +414,10 @@ def _tokenize(rows: list[Row], text_field: str, config: DataConfig) -> dict[str,
             )
         if not isinstance(record[text_field], str):
             raise DataError(f"{where}: text field {text_field!r} is not a string")
+        if not record[text_field].strip():  # all padding: nothing to classify
+            raise DataError(
+                f"{where}: text field {text_field!r} is empty; give it text or drop the row"
+            )
         texts.append(record[text_field])
 
     from transformers import AutoTokenizer

@@ -83,6 +83,13 @@ class DataConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _classes_are_distinct(self) -> DataConfig:
+        if self.classes is not None and len(set(self.classes)) != len(self.classes):
+            repeated = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"classes must not repeat a name: {repeated}")
+        return self
+
+    @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> DataConfig:
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError(

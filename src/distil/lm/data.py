@@ -8,6 +8,7 @@ cache checks.
 
 from __future__ import annotations
 
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,8 @@ from distil.jsonl import json_lines
 from distil.lm.config import LMDataConfig
 from distil.lm.resolve import resolve_tokenizer
 from distil.models.tokenizer import vocab_fingerprint
+
+log = logging.getLogger("distil")
 
 
 @dataclass
@@ -124,20 +127,63 @@ def split_records(
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL corpus; a malformed line is an error naming file and line."""
+    """Records of a JSONL corpus; a malformed line is an error naming file and line.
+
+    A ``text`` that is empty or only whitespace is skipped (one warning counts them): it
+    adds nothing but an end-of-text token, and a corpus exported from a table often has a
+    few. A chat record must be well formed (``messages``: a list of ``{role, content}``
+    strings; or ``prompt`` and ``response`` strings) — it is refused here, naming the line,
+    rather than as a KeyError when the chat template renders it.
+    """
     if not path.is_file():
         raise DataError(f"data.path: {path} does not exist")
-    records = []
+    records, skipped = [], []
     for number, record in json_lines(path):
-        if not (isinstance(record.get("text"), str) or _is_chat(record)):
+        where = f"{path}:{number}"
+        if _is_chat(record):
+            _check_chat(where, record)
+        elif not isinstance(record.get("text"), str):
             raise DataError(
-                f"{path}:{number}: expected an object with 'text', 'messages', or "
+                f"{where}: expected an object with 'text' (a string), 'messages', or "
                 "'prompt' and 'response'"
             )
+        elif not record["text"].strip():
+            skipped.append(where)
+            continue
         records.append(record)
+    if skipped:
+        log.warning(
+            "data.path: skipped %d record(s) whose text is empty or whitespace (first: %s)",
+            len(skipped), skipped[0],
+        )  # fmt: skip
     if not records:
-        raise DataError(f"{path}: no records")
+        raise DataError(f"{path}: no records" + (" with text" if skipped else ""))
     return records
+
+
+def _check_chat(where: str, record: dict) -> None:
+    if "messages" not in record:
+        for key in ("prompt", "response"):
+            if not isinstance(record[key], str):
+                raise DataError(
+                    f"{where}: {key!r} must be a string, got {type(record[key]).__name__}"
+                )
+        return
+    messages = record["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise DataError(
+            f"{where}: 'messages' must be a non-empty list of {{role, content}} objects"
+        )
+    for position, message in enumerate(messages):
+        if not (
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str)
+        ):
+            raise DataError(
+                f"{where}: messages[{position}] must be an object with string 'role' and "
+                f"'content', got {str(message)[:60]}"
+            )
 
 
 def _is_chat(record: dict) -> bool:

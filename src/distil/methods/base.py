@@ -132,9 +132,9 @@ class MethodConfig(BaseModel):
         low, high = TEMPERATURE_RANGE
         for key in type(self).model_fields:
             value = getattr(self, key)
-            if key.endswith("temperature") and isinstance(value, float):
-                if not low <= value <= high:
-                    raise ValueError(f"{key} must lie in [{low}, {high}], got {value}")
+            in_range = not isinstance(value, float) or low <= value <= high
+            if key.endswith("temperature") and not in_range:
+                raise ValueError(f"{key} must lie in [{low}, {high}], got {value}")
         return self
 
 

@@ -98,7 +98,9 @@ def build_model(
         return factory(input_shape=input_shape, num_classes=num_classes, **options)
     except (RuntimeError, MemoryError, OverflowError) as error:  # e.g. a kernel of 10⁶ pixels
         first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
-        raise ConfigError(f"model {name!r} cannot be built with options {options}: {first}") from None
+        raise ConfigError(
+            f"model {name!r} cannot be built with options {options}: {first}"
+        ) from None
 
 
 def _typed_options(name: str, factory: ModelFactory, options: dict[str, object]) -> dict:
