@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from distil.registry import did_you_mean
 
 
 class DataConfig(BaseModel):
@@ -81,6 +83,17 @@ class DataConfig(BaseModel):
             if len(members) != len(set(members)):
                 raise ValueError(f"class_groups must not repeat a class: {self.class_groups}")
         return self
+
+    @field_validator("dataset")
+    @classmethod
+    def _registered_dataset(cls, name: str) -> str:
+        """Refused while the recipe is read (``data.dataset: unknown dataset …``), not after
+        the run folder exists and teachers are being built."""
+        from distil.data import DATASETS  # importing it registers the built-in datasets
+
+        if name not in DATASETS:
+            raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS.names())}")
+        return name
 
     @model_validator(mode="after")
     def _classes_are_distinct(self) -> DataConfig:

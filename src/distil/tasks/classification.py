@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from accelerate import Accelerator
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import Tensor, nn
 
 from distil.config import RunConfig
@@ -20,6 +20,7 @@ from distil.eval.evaluate import evaluate_model, predict_logits, teacher_logits
 from distil.eval.metrics import classification_metrics, reliability_bins
 from distil.methods.base import Method, Need
 from distil.outputs import ModelOutputs, call_model
+from distil.registry import did_you_mean
 from distil.tasks.base import Task, TeacherSet, register_task
 from distil.tasks.classifier_models import build_network, build_teacher
 from distil.teachers import PrecomputedTeacher
@@ -53,6 +54,15 @@ class StudentConfig(BaseModel):
     model: str = Field(description="registered model name, e.g. mlp, cnn, resnet8x4")
     options: dict[str, Any] = Field(default_factory=dict, description="model constructor options")
     weights: str | None = Field(None, description="start from these safetensors weights")
+
+    @field_validator("model")
+    @classmethod
+    def _registered_model(cls, name: str) -> str:
+        from distil.models import MODELS
+
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}{did_you_mean(name, MODELS.names())}")
+        return name
 
 
 class TeacherConfig(StudentConfig):
