@@ -9,7 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from distil.train.state_io import finite_json
+from distil.errors import DataError
+from distil.train.state_io import finite_json, write_text_atomic
 
 
 class ProgressBar:
@@ -49,7 +50,9 @@ class MetricsLog:
     """Appends JSON rows to ``metrics.jsonl``; on resume, drops rows past the checkpoint.
 
     Dropping the rows a killed run wrote after its last checkpoint makes the log of a
-    resumed run identical to the log of an uninterrupted one.
+    resumed run identical to the log of an uninterrupted one. A last line cut short by the
+    kill is dropped with them; any other line that is not JSON is damage, and an error
+    naming ``file:line`` (dropping it would silently lose a logged step).
     """
 
     def __init__(self, path: Path, enabled: bool, resume_step: int | None) -> None:
@@ -60,14 +63,20 @@ class MetricsLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if resume_step is not None and path.exists():
-            for line in path.read_text().splitlines():
+            lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+            for number, line in enumerate(lines, start=1):
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by the kill
-                    continue
-                if row.get("step", 0) <= resume_step:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    if number == len(lines):  # no newline after it: cut short by the kill
+                        continue
+                    raise DataError(
+                        f"{path}:{number}: not valid JSON (damaged); the log of the steps "
+                        "before the checkpoint cannot be kept — fix or delete that line"
+                    ) from None
+                if isinstance(row, dict) and row.get("step", 0) <= resume_step:
                     kept.append(line)
-        path.write_text("".join(line + "\n" for line in kept))
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     def write(self, row: dict[str, Any]) -> None:
         """Append one row (main process only)."""
