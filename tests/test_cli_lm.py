@@ -75,6 +75,6 @@ def test_eval_rescores_an_lm_run(tmp_path):
     assert runner.invoke(app, ["train", write_recipe(tmp_path, recipe)]).exit_code == 0
     result = runner.invoke(app, ["eval", str(tmp_path / "supervised")])
     assert result.exit_code == 0, result.output
-    rescored = json.loads(result.output)
+    rescored = json.loads(result.stdout)  # stderr holds the side-by-side view
     saved = json.loads((tmp_path / "supervised" / "metrics.json").read_text())
     assert rescored["perplexity"] == pytest.approx(saved["last"]["test"]["perplexity"], rel=1e-5)

@@ -12,7 +12,12 @@ import yaml
 
 from distil.errors import DataError
 from distil.report import load_run, markdown_table, summary_rows, write_report
-from distil.report.plots import plot_loss_curves, plot_method_bars, plot_reliability
+from distil.report.plots import (
+    plot_loss_curves,
+    plot_method_bars,
+    plot_reliability,
+    plot_teacher_hacking,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TEACHER_TEST = {"accuracy": 0.97, "nll": 0.1, "ece": 0.01}
@@ -234,6 +239,70 @@ def test_plots_write_png_files(run_dirs: list[Path], tmp_path: Path) -> None:
         # nothing to draw still gives a readable figure rather than an error
         plot_loss_curves({}, tmp_path / "empty-loss.png"),
         plot_reliability({}, tmp_path / "empty-rel.png"),
+        plot_reliability(
+            {"teacher": reliability(), "kd": reliability()},
+            tmp_path / "t.png",
+            teacher_labels={"teacher"},
+        ),  # fmt: skip
+        plot_teacher_hacking({}, tmp_path / "empty-hacking.png"),
     ]
     for path in paths:
         assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def classification_run(root: Path, name: str, teacher_bins: dict, teacher_ece: float) -> Path:
+    """A finished run in today's envelope: the teacher's bins beside the student's."""
+    run_dir = root / name
+    run_dir.mkdir()
+    metrics = {
+        "run": {"name": name, "method": "kd", "seed": 0}, "task": "classification",
+        "last": {"step": 30, "test": LAST_TEST["kd", 0]},
+        "teachers": {"teacher": {"model": "cnn", "source": "live",
+                                 "test": {**TEACHER_TEST, "ece": teacher_ece}}},
+        "classification": {"reliability": {"student": reliability()},
+                           "teacher_reliability": {"teacher": teacher_bins}},
+    }  # fmt: skip
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_a_shared_teacher_is_drawn_once_and_different_teachers_apart(tmp_path: Path) -> None:
+    from distil.report.diagnostics import teacher_calibration
+
+    strong = {**reliability(), "accuracy": [None, None, 0.5, 0.8, 0.99]}
+    shared = [classification_run(tmp_path, f"kd{s}", strong, 0.011) for s in (0, 1)]
+    runs = [load_run(d) for d in shared]
+    bins, eces = teacher_calibration(runs, ["a", "b"])
+    assert bins == {"teacher": strong} and eces == {"teacher": 0.011}
+    runs.append(load_run(classification_run(tmp_path, "weak", reliability(), 0.2)))
+    bins, eces = teacher_calibration(runs, ["a", "b", "c"])
+    assert bins == {"teacher of a": strong, "teacher of c": reliability()}
+    assert eces == {"teacher of a": 0.011, "teacher of c": 0.2}
+
+
+def lm_run(root: Path, detected_at: int | None) -> Path:
+    """A finished LM run evaluated against an oracle, with the monitor's verdict."""
+    run_dir = root / f"lm-{detected_at}"
+    run_dir.mkdir()
+    evals = [{"kind": "eval", "step": s, "split": "val", "teacher_kl": 2.0 - 0.1 * s,
+              "oracle_kl": 1.0 + 0.05 * s, "perplexity": 50.0} for s in (5, 10, 15, 20)]  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(row) for row in evals) + "\n")
+    verdict = {"detected": detected_at is not None, "first_step": detected_at,
+               "teacher_kl": {"first": 1.5, "min": 0.0, "last": 0.0},
+               "oracle_kl": {"first": 1.25, "min": 1.25, "last": 2.0}}  # fmt: skip
+    metrics = {"run": {"name": "lm", "method": "kd", "seed": 0}, "task": "lm",
+               "last": {"step": 20, "test": {"perplexity": 50.0}},
+               "lm": {"teacher_hacking": verdict}}  # fmt: skip
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return run_dir
+
+
+def test_an_lm_report_shows_the_hacking_curves_and_verdict(tmp_path: Path, run_dirs) -> None:
+    html = write_report([lm_run(tmp_path, 20), lm_run(tmp_path, None)], tmp_path / "lm.html",
+                        title="lm").read_text()  # fmt: skip
+    assert html.count("data:image/png;base64,") == 4
+    assert "<h2>Teacher hacking</h2>" in html
+    assert "<td>detected at step 20</td>" in html and "<td>not detected</td>" in html
+    assert "1.250 → min 1.250 → 2.000" in html
+    classic = write_report(run_dirs, tmp_path / "c.html", title="c").read_text()
+    assert "Teacher hacking" not in classic and classic.count("data:image/png;base64,") == 3

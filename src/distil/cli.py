@@ -85,14 +85,18 @@ def eval_(
         bool, typer.Option(help="evaluate a run that did not finish, at its last checkpoint")
     ] = False,
 ) -> None:
-    """Evaluate a trained run's weights again; prints the metrics as JSON."""
+    """Evaluate a trained run's weights again: generalisation beside fidelity to the teacher
+    (on stderr), the metrics as JSON on stdout (the teacher's own under "teacher")."""
     from distil.eval.checkpointed import evaluate_run
+    from distil.report.diagnostics import side_by_side
 
     if checkpoint not in ("last", "best") or split not in ("test", "val"):
         raise typer.BadParameter("checkpoint must be last|best and split test|val")
     metrics = evaluate_run(
-        run_dir, checkpoint=checkpoint, split=split, student=student, unfinished=unfinished
-    )
+        run_dir, checkpoint=checkpoint, split=split, student=student, unfinished=unfinished,
+        with_teacher=True,
+    )  # fmt: skip
+    print(side_by_side(metrics, metrics.get("teacher"), split), file=sys.stderr)
     print(json.dumps(metrics, indent=1))
 
 

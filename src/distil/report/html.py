@@ -1,6 +1,7 @@
 """One self-contained HTML report for one run or a comparison of many.
 
-The report holds the summary table (mean ± std over seeds), three figures embedded as
+The report holds the summary table (mean ± std over seeds), three figures (four for an LM
+run with an oracle: its teacher-hacking curves, and the monitor's verdict) embedded as
 base64 ``data:`` URIs (so the file can be mailed or attached to a CI run on its own), and a
 short section per run with its resolved config. Loading runs and computing the table live
 in ``runs.py``; drawing lives in ``plots.py``; this module only assembles them into the
@@ -20,8 +21,19 @@ import jinja2
 import yaml
 
 from distil.errors import DistilError
+from distil.report.diagnostics import (
+    detected_step,
+    hacking_curves,
+    hacking_rows,
+    teacher_calibration,
+)
 from distil.report.markdown import MISSING, format_cell
-from distil.report.plots import plot_loss_curves, plot_method_bars, plot_reliability
+from distil.report.plots import (
+    plot_loss_curves,
+    plot_method_bars,
+    plot_reliability,
+    plot_teacher_hacking,
+)
 from distil.report.runs import RunRecord, load_run, nested_get, summary_rows
 
 __all__ = ["write_report"]
@@ -67,7 +79,7 @@ def _unique_labels(runs: Sequence[RunRecord]) -> list[str]:
 def _figures(
     runs: Sequence[RunRecord], labels: Sequence[str], rows: list[dict[str, Any]]
 ) -> list[dict[str, str]]:
-    """Draw the three figures into a scratch folder and return them as (title, data URI)."""
+    """Draw the figures into a scratch folder and return them as (title, data URI)."""
     history_by_run = {label: run.history for label, run in zip(labels, runs, strict=True)}
     reliability_by_label = {
         label: run.reliability
@@ -78,6 +90,12 @@ def _figures(
         label: nested_get(run.metrics, "last", "test", "ece")
         for label, run in zip(labels, runs, strict=True)
     }
+    # the teachers first, so each student's calibration is read against theirs
+    teacher_bins, teacher_eces = teacher_calibration(runs, labels)
+    reliability_by_label = {**teacher_bins, **reliability_by_label}
+    ece_by_label = {**teacher_eces, **ece_by_label}
+    curves = {label: hacking_curves(run) for label, run in zip(labels, runs, strict=True)}
+    curves = {label: rows for label, rows in curves.items() if rows}
     with tempfile.TemporaryDirectory(prefix="distil-report-") as scratch:
         scratch_dir = Path(scratch)
         paths = [
@@ -87,12 +105,23 @@ def _figures(
                 plot_method_bars(rows, "accuracy", scratch_dir / "accuracy.png"),
             ),
             (
-                "Reliability diagrams (ECE on the test set at the last step)",
+                "Reliability diagrams on the test set at the last step: each teacher (green) "
+                "beside the students (ECE in the titles)",
                 plot_reliability(
-                    reliability_by_label, scratch_dir / "reliability.png", ece_by_label
-                ),
+                    reliability_by_label,
+                    scratch_dir / "reliability.png",
+                    ece_by_label,
+                    teacher_labels=teacher_bins,
+                ),  # fmt: skip
             ),
         ]
+        if curves:  # an LM run evaluated against an oracle
+            detected = {label: detected_step(run) for label, run in zip(labels, runs, strict=True)}
+            paths.append((
+                "Teacher hacking: KL to the teacher and to the oracle on held-out data at each "
+                "evaluation; a dotted line marks the step the monitor fired",
+                plot_teacher_hacking(curves, scratch_dir / "hacking.png", detected),
+            ))  # fmt: skip
         return [{"title": title, "src": _png_data_uri(path)} for title, path in paths]
 
 
@@ -150,6 +179,7 @@ def write_report(run_dirs: Sequence[str | Path], out_path: str | Path, title: st
         headings=[heading for _, heading in columns],
         table_rows=table_rows,
         figures=_figures(runs, labels, rows),
+        hacking=hacking_rows(runs, labels),
         runs=[_run_section(run, label) for run, label in zip(runs, labels, strict=True)],
     )
     out_path = Path(out_path)

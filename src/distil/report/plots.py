@@ -1,4 +1,5 @@
-"""The report's figures: loss curves, per-method bars and reliability diagrams, as PNG files.
+"""The report's figures: loss curves, per-method bars, reliability diagrams (teachers beside
+students) and teacher-hacking curves, as PNG files.
 
 Figures are built with matplotlib's object-oriented API on an Agg canvas and never through
 ``pyplot``: nothing opens a window, the user's interactive backend is left alone, and no
@@ -9,7 +10,7 @@ Every function takes the data it draws and a path, writes a PNG there and return
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_loss_curves", "plot_method_bars", "plot_reliability"]
+__all__ = ["plot_loss_curves", "plot_method_bars", "plot_reliability", "plot_teacher_hacking"]
 
 _DPI = 100
 _PART_LINESTYLES = ("--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)))
@@ -131,7 +132,9 @@ def plot_method_bars(rows: Sequence[dict[str, Any]], metric: str, path: str | Pa
     annotated with its number of seeds.
     """
     present = [row for row in rows if row.get(metric) is not None]
-    figure = _new_figure(max(4.0, 1.1 * len(present) + 2.0), 4.0)
+    title = f"{metric} per method (mean ± std over seeds)"
+    # wide enough for the whole title (about 0.09 inch per character at the default size)
+    figure = _new_figure(max(4.0, 1.1 * len(present) + 2.0, 0.09 * len(title) + 1.0), 4.0)
     axes = figure.subplots()
     if present:
         positions = list(range(len(present)))
@@ -149,11 +152,11 @@ def plot_method_bars(rows: Sequence[dict[str, Any]], metric: str, path: str | Pa
         axes.bar_label(bars, labels=labels, label_type="center", fontsize="small", color="white")
     else:
         _note_no_data(axes, metric)
-    axes.set(title=f"{metric} per method (mean ± std over seeds)", ylabel=metric)
+    axes.set(title=title, ylabel=metric)
     return _save(figure, path)
 
 
-def _draw_reliability(axes: Axes, bins: Mapping[str, Sequence[Any]]) -> None:
+def _draw_reliability(axes: Axes, bins: Mapping[str, Sequence[Any]], colour: str = "C0") -> None:
     lowers, uppers = bins.get("bin_lower", []), bins.get("bin_upper", [])
     accuracies, confidences = bins.get("accuracy", []), bins.get("confidence", [])
     # Empty bins carry None; they are gaps, not bins that were always wrong.
@@ -164,7 +167,7 @@ def _draw_reliability(axes: Axes, bins: Mapping[str, Sequence[Any]]) -> None:
         width=[uppers[i] - lowers[i] for i in filled],
         align="edge",
         edgecolor="black",
-        color="C0",
+        color=colour,
         alpha=0.8,
         label="accuracy",
     )
@@ -190,6 +193,7 @@ def plot_reliability(
     reliability_by_label: Mapping[str, Mapping[str, Sequence[Any]]],
     path: str | Path,
     ece_by_label: Mapping[str, float | None] | None = None,
+    teacher_labels: Collection[str] = (),
 ) -> Path:
     """Reliability diagrams, one subplot per label, up to four per row.
 
@@ -197,22 +201,63 @@ def plot_reliability(
     show the accuracy in each confidence bin, hatched bars the gap to the bin's mean
     confidence, and the dashed diagonal perfect calibration; a bar below the diagonal means
     over-confidence. When
-    ``ece_by_label`` gives a label's ECE it goes in that subplot's title.
+    ``ece_by_label`` gives a label's ECE it goes in that subplot's title. Labels in
+    ``teacher_labels`` are teachers: their bars are green and their titles say so, so a
+    student's calibration can be read against the teacher it learnt from.
     """
     labels = list(reliability_by_label)
     n_columns = max(1, min(len(labels), 4))
     n_rows = max(1, math.ceil(len(labels) / n_columns))
-    figure = _new_figure(3.6 * n_columns, 3.6 * n_rows)
+    figure = _new_figure(3.6 * n_columns, 3.6 * n_rows + 0.5)  # + the legend below
     grid = figure.subplots(n_rows, n_columns, squeeze=False)
     all_axes = [axes for axes_row in grid for axes in axes_row]
     if not labels:
         _note_no_data(all_axes[0], "reliability data")
     for axes, label in zip(all_axes, labels, strict=False):  # spare axes stay blank
-        _draw_reliability(axes, reliability_by_label[label])
+        is_teacher = label in teacher_labels
+        _draw_reliability(axes, reliability_by_label[label], "C2" if is_teacher else "C0")
         ece = (ece_by_label or {}).get(label)
-        axes.set_title(label if ece is None else f"{label}\nECE = {ece:.3f}", fontsize="small")
-    if labels:
-        all_axes[0].legend(fontsize="x-small", loc="upper left")
+        title = f"{label} (teacher)" if is_teacher and "teacher" not in label else label
+        axes.set_title(title if ece is None else f"{title}\nECE = {ece:.3f}", fontsize="small")
+    if labels:  # one legend for all, below the diagrams: inside, it covers the bars
+        # a student's panel names the bars (a teacher's are the same bars, in green)
+        students = [i for i, label in enumerate(labels) if label not in teacher_labels]
+        handles, names = all_axes[students[0] if students else 0].get_legend_handles_labels()
+        figure.legend(handles, names, fontsize="x-small", loc="outside lower center", ncols=3)
     for axes in all_axes[len(labels) :]:
         axes.axis("off")
+    return _save(figure, path)
+
+
+def plot_teacher_hacking(
+    curves_by_label: Mapping[str, Sequence[dict[str, Any]]],
+    path: str | Path,
+    detected_step_by_label: Mapping[str, int | None] | None = None,
+) -> Path:
+    """KL to the teacher (solid) and KL to the oracle (dashed) vs step, one colour per run.
+
+    ``curves_by_label`` maps a legend label to a run's validation rows that carry
+    ``teacher_kl`` and ``oracle_kl``. Teacher hacking is the two parting ways: the first
+    still falling while the second rises; where the monitor saw it
+    (``detected_step_by_label``), a dotted vertical line in the run's colour marks the step.
+    """
+    figure = _new_figure(9.0, 4.6 + 0.18 * 2 * len(curves_by_label))  # legend below the axes
+    axes = figure.subplots()
+    for index, (label, rows) in enumerate(curves_by_label.items()):
+        colour = f"C{index % 10}"
+        for key, linestyle, what in (("teacher_kl", "-", "KL to teacher"),
+                                     ("oracle_kl", "--", "KL to oracle")):  # fmt: skip
+            steps, values = _series(rows, key)
+            axes.plot(steps, values, color=colour, linestyle=linestyle, marker=".",
+                      label=f"{label}: {what}")  # fmt: skip
+        step = (detected_step_by_label or {}).get(label)
+        if step is not None:
+            axes.axvline(step, color=colour, linestyle=":", linewidth=2,
+                         label=f"{label}: hacking detected at step {step}")  # fmt: skip
+    axes.set(title="teacher hacking: distance to the teacher and to the oracle",
+             xlabel="step", ylabel="KL(· ‖ student), nats per token")  # fmt: skip
+    if curves_by_label:
+        axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2)
+    else:
+        _note_no_data(axes, "teacher/oracle distances")
     return _save(figure, path)

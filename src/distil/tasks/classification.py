@@ -3,7 +3,7 @@
 Its recipe sections (data, student, teachers, eval, search) are defined here; the student's
 outputs are logits ``(batch, classes)``; a micro-batch weighs its samples; validation and
 final metrics are accuracy, NLL, ECE and agreement / KL to the first teacher; its block of
-``metrics.json`` holds the reliability diagram of the main student on the test split.
+``metrics.json`` holds the reliability diagrams of each student and teacher on the test split.
 """
 
 from __future__ import annotations
@@ -207,11 +207,18 @@ class ClassificationTask(Task):
         }
 
     def task_metrics(self, data, students, teachers, run_dir, device) -> dict[str, Any]:
-        """The reliability diagram of each student on the test split."""
+        """The reliability diagram of each student and of each teacher on the test split (a
+        student's calibration is read against its teacher's: KD passes the teacher's
+        over- or under-confidence on)."""
         bins = {}
         for name, model in students.items():
             logits, labels = predict_logits(
                 model, data.test, batch_size=self.config.eval.batch_size, device=device
             )
             bins[name] = reliability_bins(logits, labels, n_bins=self.config.eval.ece_bins)
-        return {"reliability": bins}
+        teacher_bins = {
+            name: reliability_bins(self._reference(data, "test", name, teacher),
+                                   data.test.labels, n_bins=self.config.eval.ece_bins)
+            for name, teacher in teachers.references.get("test", {}).items()
+        }  # fmt: skip
+        return {"reliability": bins, "teacher_reliability": teacher_bins}
