@@ -87,6 +87,11 @@ class RunConfig(BaseModel):
 #: The name a recipe's single ``teacher:`` section gets.
 DEFAULT_TEACHER = "teacher"
 
+#: Validation context of a recipe being read: validators that look names up in registries
+#: (datasets, models) refuse unknown ones then; a config built in Python is checked later,
+#: when it is used (a plug-in may be registered after the config is made).
+RECIPE = {"recipe": True}
+
 
 # ----------------------------------------------------------------------------- loading
 
@@ -122,11 +127,11 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
         )
     method_cls = METHODS.get(name).Config
     try:
-        method = method_cls.model_validate(method_raw)
+        method = method_cls.model_validate(method_raw, context=RECIPE)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, method_cls, prefix=("method",))) from None
     try:
-        config = run_model.model_validate({**raw, "method": method})
+        config = run_model.model_validate({**raw, "method": method}, context=RECIPE)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, run_model)) from None
     refuse_non_finite(config.model_dump())

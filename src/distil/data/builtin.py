@@ -187,6 +187,9 @@ def _read_rows(path: Path) -> list[Row]:
         text = data.decode("utf-8-sig")  # a UTF-8 byte-order mark is not part of the header
     except UnicodeDecodeError as error:
         raise not_utf8(path, data, error) from None
+    if "\x00" in text:  # binary data, or UTF-16 without its byte-order mark
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise DataError(f"{path}:{line}: a NUL byte; this is not a text file (UTF-16?)")
     if suffix == ".csv":
         rows = _csv_rows(path, text)
     elif suffix == ".json" and text.lstrip().startswith("["):
@@ -211,7 +214,7 @@ def _csv_rows(path: Path, text: str) -> list[Row]:
             raise DataError(f"{path}:1: header repeats column(s) {', '.join(duplicates)}")
         rows: list[Row] = []
         for values in reader:
-            if not values:  # blank line
+            if not values or (len(values) == 1 and not values[0].strip()):  # a blank line
                 continue
             # line_num is the last physical line read, which is the row's line unless a quoted
             # field spans several lines.
@@ -283,7 +286,10 @@ def _read_labels(rows: list[Row], config: DataConfig) -> tuple[np.ndarray, list[
             raise DataError(
                 f"{where}: label {value!r} must be an integer class id or a class name string"
             )
-        raw_labels.append(str(value).strip())
+        label = str(value).strip()
+        if not label:
+            raise DataError(f"{where}: the label is empty; every row needs its class")
+        raw_labels.append(label)
     class_ids, class_names = _class_ids(rows, raw_labels, config)
     if len(np.unique(class_ids)) < 2:
         raise DataError(
@@ -310,7 +316,7 @@ def _class_ids(
         return np.array([class_id_of[label] for label in raw_labels], dtype=np.int64), list(
             config.classes
         )
-    is_id = [bool(re.fullmatch(r"\d+", label)) for label in raw_labels]
+    is_id = [bool(re.fullmatch(r"[0-9]+", label)) for label in raw_labels]  # ASCII digits only
     if config.label_kind == "id" or (config.label_kind == "auto" and 0 < sum(is_id) < len(is_id)):
         stray = next((i for i, ok in enumerate(is_id) if not ok), None)
         if stray is not None and (config.label_kind == "id" or sum(is_id) >= len(is_id) / 2):
@@ -328,7 +334,7 @@ def _class_ids(
         _refuse_sparse_ids(rows, raw_labels)
         class_ids = np.array([int(label) for label in raw_labels], dtype=np.int64)
         return class_ids, [str(class_id) for class_id in range(int(class_ids.max()) + 1)]
-    if all(re.fullmatch(r"-?\d+", label) for label in raw_labels):
+    if all(re.fullmatch(r"-?[0-9]+", label) for label in raw_labels):
         class_names = sorted(set(raw_labels), key=int)
     else:
         class_names = sorted(set(raw_labels))
@@ -340,13 +346,14 @@ def _refuse_sparse_ids(rows: list[Row], raw_labels: list[str]) -> None:
     """Class ids number the classes 0 … C−1, so one id far beyond the others (a typo, an
     uncleaned sentinel like 999999) would make that many empty classes — an output layer of
     a million logits, or no memory left — instead of one wrong row."""
-    ids = [int(label) for label in raw_labels]
-    distinct = len(set(ids))
+    digits = [label.lstrip("0") or "0" for label in raw_labels]  # no int() of 10⁶ digits
+    distinct = len(set(digits))
     limit = max(1024, 16 * distinct)
-    largest = max(range(len(ids)), key=ids.__getitem__)
-    if ids[largest] >= limit:
+    largest = max(range(len(digits)), key=lambda i: (len(digits[i]), digits[i]))
+    if len(digits[largest]) > 18 or int(digits[largest]) >= limit:
+        shown = digits[largest] if len(digits[largest]) <= 24 else digits[largest][:20] + "…"
         raise DataError(
-            f"{rows[largest][0]}: class id {ids[largest]} is far beyond the file's {distinct} "
+            f"{rows[largest][0]}: class id {shown} is far beyond the file's {distinct} "
             f"distinct ids (ids number the classes 0 … C−1; at most {limit - 1} here); fix the "
             "row, or set data.label_kind: name to read labels as names"
         )
@@ -366,13 +373,14 @@ def _read_features(
         raise DataError(f"{first_where}: no feature fields besides the label {label_field!r}")
     features = np.empty((len(rows), len(fields)), dtype=np.float32)
     for row_number, (where, record) in enumerate(rows):
-        if feature_fields is None:
-            extra = [field for field in record if field not in fields and field != label_field]
-            if extra:
-                raise DataError(
-                    f"{where}: field {extra[0]!r} is not in {first_where}; every row needs the "
-                    "same fields, or list the ones to use in data.feature_fields"
-                )
+        if feature_fields is None and set(record) - {label_field} != set(fields):
+            extra = sorted(set(record) - set(fields) - {label_field})
+            lacking = sorted(set(fields) - set(record))
+            differ = f"has {extra[0]!r}" if extra else f"lacks {lacking[0]!r}"
+            raise DataError(
+                f"{where}: its fields differ from {first_where}'s ({differ}); every row needs "
+                "the same fields, or list the ones to use in data.feature_fields"
+            )
         for column, field in enumerate(fields):
             if field not in record:
                 raise DataError(
@@ -380,6 +388,9 @@ def _read_features(
                 )
             features[row_number, column] = _as_number(where, field, record[field])
     return torch.from_numpy(features)
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _as_number(where: str, field: str, value: Any) -> float:
@@ -391,9 +402,10 @@ def _as_number(where: str, field: str, value: Any) -> float:
             number = float(value.strip())
     except (ValueError, OverflowError):  # "abc"; an integer beyond float's range
         number = None
-    if number is None or not math.isfinite(number):
+    # features are stored as float32: 1e300 is finite here and inf there
+    if number is None or not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
-        raise DataError(f"{where}: feature {field!r} is {shown}, not a finite number")
+        raise DataError(f"{where}: feature {field!r} is {shown}, not a finite float32 number")
     return number
 
 

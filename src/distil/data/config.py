@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from distil.registry import did_you_mean
 
@@ -86,12 +93,13 @@ class DataConfig(BaseModel):
 
     @field_validator("dataset")
     @classmethod
-    def _registered_dataset(cls, name: str) -> str:
-        """Refused while the recipe is read (``data.dataset: unknown dataset …``), not after
-        the run folder exists and teachers are being built."""
+    def _registered_dataset(cls, name: str, info: ValidationInfo) -> str:
+        """Refused while a recipe is read (``data.dataset: unknown dataset …``), not after
+        the run folder exists and teachers are being built. A config built in Python is
+        checked by ``load_data`` (a dataset may be registered after it is made)."""
         from distil.data import DATASETS  # importing it registers the built-in datasets
 
-        if name not in DATASETS:
+        if (info.context or {}).get("recipe") and name not in DATASETS:
             raise ValueError(f"unknown dataset {name!r}{did_you_mean(name, DATASETS.names())}")
         return name
 

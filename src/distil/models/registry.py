@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pydantic import TypeAdapter, ValidationError
 from torch import nn
 
-from distil.errors import ConfigError, ShapeError
+from distil.errors import ConfigError, DistilError, ShapeError
 from distil.registry import Registry, did_you_mean
 
 ModelFactory = Callable[..., nn.Module]
@@ -96,7 +96,11 @@ def build_model(
     options = _typed_options(name, factory, options)
     try:
         return factory(input_shape=input_shape, num_classes=num_classes, **options)
-    except (RuntimeError, MemoryError, OverflowError) as error:  # e.g. a kernel of 10⁶ pixels
+    except DistilError:
+        raise
+    # Sizes the types allow but torch cannot make: a kernel of 10⁶ pixels (no memory), 10²⁰
+    # channels (an integer overflow inside torch, a TypeError), a negative width.
+    except (TypeError, ValueError, RuntimeError, MemoryError, OverflowError) as error:
         first = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
         raise ConfigError(
             f"model {name!r} cannot be built with options {options}: {first}"

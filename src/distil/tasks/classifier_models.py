@@ -37,13 +37,39 @@ def build_network(spec: StudentConfig, data: DataSplits) -> nn.Module:
         spec.model, input_shape=data.input_shape, num_classes=data.num_classes, **spec.options
     )
     if spec.weights:
-        load_weights(model, Path(spec.weights))
+        load_weights(model, Path(spec.weights), data)
     return model
 
 
-def load_weights(model: nn.Module, path: Path) -> None:
-    """Load safetensors weights, naming the file and the mismatching keys on failure."""
-    load_into(model, read_tensors(path), path)
+def load_weights(model: nn.Module, path: Path, data: DataSplits | None = None) -> None:
+    """Load safetensors weights, naming the file and the mismatching keys on failure; weights
+    whose output layer scores another number of classes than ``data`` has are named as that
+    (a 10-class teacher on 3-class data), not as a shape mismatch of some tensor."""
+    state = read_tensors(path)
+    expected = model.state_dict()
+    resized = {
+        k: state[k].shape for k in expected if k in state and state[k].shape != expected[k].shape
+    }
+    scored = {shape[0] for shape in resized.values() if len(shape) >= 1}
+    if (
+        data is not None
+        and resized
+        and len(scored) == 1
+        and all(
+            expected[k].ndim == len(shape) >= 1
+            and expected[k].shape[0] == data.num_classes
+            and expected[k].shape[1:] == shape[1:]
+            for k, shape in resized.items()
+        )
+    ):  # only the output layer differs, in its number of rows: another label set
+        names = getattr(data, "class_names", None) or []
+        shown = f" ({', '.join(names[:10])}{' …' if len(names) > 10 else ''})" if names else ""
+        raise ConfigError(
+            f"{path}: these weights score {scored.pop()} classes but the data has "
+            f"{data.num_classes}{shown}; a teacher must be trained on the data's label set "
+            "(data.classes or data.class_groups can map the data onto it)"
+        )
+    load_into(model, state, path)
 
 
 def build_teacher(
