@@ -21,6 +21,7 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
     """
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
     cpu = launched and not torch.cuda.is_available()
+    refuse_fsdp_without_gpu()
     try:
         return Accelerator(mixed_precision=mixed_precision, cpu=cpu)
     except ValueError as error:
@@ -30,3 +31,23 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
             f"train.mixed_precision={mixed_precision!r}: this Python process already set up "
             "Accelerate with another precision; run this recipe in a new process"
         ) from None
+
+
+def refuse_fsdp_without_gpu() -> None:
+    """FSDP asked for (``accelerate launch --use_fsdp`` or an FSDP config file) on a machine
+    without CUDA: one clear line instead of what Accelerate does there.
+
+    With the versions pinned by ``tests/reliability/test_scale.py`` Accelerate cannot shard
+    over CPU processes: FSDP1 stops deep inside its plugin ("no available devices found")
+    and FSDP2 silently runs plain DDP, every process holding the whole model.
+    """
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() not in ("true", "1", "yes"):
+        return
+    xpu = getattr(torch, "xpu", None)  # Accelerate's FSDP also runs on Intel GPUs
+    if torch.cuda.is_available() or (xpu is not None and xpu.is_available()):
+        return
+    raise ConfigError(
+        "FSDP needs GPUs: Accelerate cannot shard a model over CPU processes (FSDP1 fails, "
+        "FSDP2 silently runs DDP); on CPUs launch with `accelerate launch --multi_gpu "
+        "--num_processes N` (DDP) — see docs/scale.md"
+    )
