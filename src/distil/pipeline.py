@@ -89,13 +89,13 @@ def run(
     )  # fmt: skip
     result = trainer.fit(resume=resume)
     trained = time.perf_counter()
-    metrics: dict[str, Any] = {}
+    students = trainer.students()
+    # on every process: each scores its shard of the splits (distil.eval.sharding)
+    metrics = final_metrics(task, data, students, teachers, run_dir, accelerator, result)
+    # the method's setup and the loop (with its validations); the final scoring apart
+    metrics["train_seconds"] = trained - started
+    metrics["eval_seconds"] = time.perf_counter() - trained
     if accelerator.is_main_process:
-        students = trainer.students()
-        metrics = final_metrics(task, data, students, teachers, run_dir, accelerator, result)
-        # the method's setup and the loop (with its validations); the final scoring apart
-        metrics["train_seconds"] = trained - started
-        metrics["eval_seconds"] = time.perf_counter() - trained
         write_json(run_dir / "metrics.json", metrics)
         seal_run(run_dir, finished=True)  # recipe, metrics and step log, verified when read
         task.save_students(students, data, run_dir)

@@ -2,7 +2,8 @@
 
 Its recipe sections (data, student, teachers, eval, search) are defined here; the student's
 outputs are logits ``(batch, classes)``; a micro-batch weighs its samples; validation and
-final metrics are accuracy, NLL, ECE and agreement / KL to the first teacher; its block of
+final metrics are accuracy, NLL, ECE and agreement / KL to the first teacher (under several
+processes each scores its shard of a split: :mod:`distil.eval.sharding`); its block of
 ``metrics.json`` holds the reliability diagrams of each student and teacher on the test split.
 """
 
@@ -131,6 +132,9 @@ class ClassificationTask(Task):
     def __init__(self, config: ClassificationConfig | None = None) -> None:
         super().__init__(config)
         self._references: dict[tuple[str, str], Tensor] = {}
+        # the processes evaluation is sharded over: the run's, from build_teachers (None:
+        # this process scores whole splits)
+        self._accelerator: Accelerator | None = None
 
     def load_data(self) -> DataSplits:
         return load_data(self.config.data)
@@ -144,6 +148,7 @@ class ClassificationTask(Task):
     def build_teachers(
         self, data: DataSplits, method: type[Method], accelerator: Accelerator
     ) -> TeacherSet:
+        self._accelerator = accelerator
         teachers = TeacherSet()
         for name, spec in self.config.teachers.items():
             live = build_teacher(self, name, spec, data, accelerator)
@@ -174,8 +179,9 @@ class ClassificationTask(Task):
         key = (split, name)
         if key not in self._references:
             self._references[key] = teacher_logits(
-                teacher, getattr(data, split), batch_size=self.config.eval.batch_size
-            )
+                teacher, getattr(data, split), batch_size=self.config.eval.batch_size,
+                accelerator=self._accelerator,
+            )  # fmt: skip
         return self._references[key]
 
     def evaluate(
@@ -189,7 +195,7 @@ class ClassificationTask(Task):
         return evaluate_model(
             model, getattr(data, split), reference_logits=reference,
             batch_size=self.config.eval.batch_size, device=device,
-            ece_bins=self.config.eval.ece_bins,
+            ece_bins=self.config.eval.ece_bins, accelerator=self._accelerator,
         )  # fmt: skip
 
     def teacher_metrics(
@@ -213,8 +219,9 @@ class ClassificationTask(Task):
         bins = {}
         for name, model in students.items():
             logits, labels = predict_logits(
-                model, data.test, batch_size=self.config.eval.batch_size, device=device
-            )
+                model, data.test, batch_size=self.config.eval.batch_size, device=device,
+                accelerator=self._accelerator,
+            )  # fmt: skip
             bins[name] = reliability_bins(logits, labels, n_bins=self.config.eval.ece_bins)
         teacher_bins = {
             name: reliability_bins(self._reference(data, "test", name, teacher),

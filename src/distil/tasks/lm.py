@@ -3,7 +3,8 @@
 Its recipe sections (data, student, teachers, eval, cache) are in :mod:`distil.lm.config`;
 the student gives hidden states and its head instead of logits (the fused loss never holds
 ``(tokens, vocab)`` logits); a micro-batch weighs its labelled tokens; validation and final
-metrics are perplexity and, with a teacher of the same vocabulary, top-1 agreement and KL;
+metrics are perplexity and, with a teacher of the same vocabulary, top-1 agreement and KL
+(under several processes each scores its shard of a split: :mod:`distil.eval.sharding`);
 its block of ``metrics.json`` holds the teacher-hacking verdict. A teacher may be live or an
 offline cache (``distil cache-teacher``); the vocabulary check runs before any is loaded.
 Each student is also saved as a Hugging Face folder beside the checkpoints.
@@ -83,6 +84,9 @@ class LMTask(Task):
     def __init__(self, config: LMRunConfig | None = None) -> None:
         super().__init__(config)
         self._oracle: ModuleTeacher | None = None
+        # the processes evaluation is sharded over: the run's, from build_teachers (None:
+        # this process scores whole splits)
+        self._accelerator: Accelerator | None = None
 
     def load_data(self) -> LMSplits:
         return load_lm_data(self.config.data)
@@ -105,6 +109,7 @@ class LMTask(Task):
         run without it."""
         from distil.cache.reader import TeacherCache
 
+        self._accelerator = accelerator
         teachers = TeacherSet()
         for name, spec in self.config.teachers.items():
             same_vocab = Need.SAME_VOCABULARY in method.needs or shares_vocabulary(spec, data)
@@ -188,7 +193,7 @@ class LMTask(Task):
         return LMValidator(
             data.val, teachers.reference("val") if teachers else None,
             batch_size=evaluation.batch_size, oracle=self._oracle,
-            hacking_window=evaluation.hacking_window,
+            hacking_window=evaluation.hacking_window, accelerator=self._accelerator,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ results
@@ -196,7 +201,7 @@ class LMTask(Task):
     def evaluate(self, model, data: LMSplits, split: str, teachers: TeacherSet, device):
         return lm_metrics(
             model, getattr(data, split), teacher=teachers.reference(split),
-            batch_size=self.config.eval.batch_size, device=device,
+            batch_size=self.config.eval.batch_size, device=device, accelerator=self._accelerator,
         )  # fmt: skip
 
     def teacher_metrics(self, data: LMSplits, teachers: TeacherSet, device) -> dict[str, dict]:
@@ -204,8 +209,9 @@ class LMTask(Task):
         return {
             name: {
                 "test": lm_metrics(
-                    model, data.test, batch_size=self.config.eval.batch_size, device=device
-                )
+                    model, data.test, batch_size=self.config.eval.batch_size, device=device,
+                    accelerator=self._accelerator,
+                )  # fmt: skip
             }  # fmt: skip
             for name, model in teachers.models.items()
             if name in teachers.references.get("test", {})
