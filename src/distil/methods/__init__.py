@@ -15,6 +15,7 @@ from distil.methods import (  # noqa: F401  (registration)
     rkd,
     seq_kd,
     supervised,
+    swing,
     taid,
     tgeo,
     trg,
