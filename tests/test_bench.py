@@ -12,7 +12,7 @@ from distil.errors import DataError
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "suite", ["overhead", "classic", "losses", "diswot", "features", "hacking"]
+    "suite", ["overhead", "classic", "losses", "diswot", "features", "hacking", "fidelity"]
 )
 def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
     result = run_suite(suite, tmp_path, quick=True)
@@ -32,6 +32,20 @@ def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
         curves = [r for r in result.rows if r["metric"] == "curve_oracle_kl"]
         assert len({r["step"] for r in curves}) >= 3  # one point per evaluation
         assert "curve_oracle_kl" not in result.table  # curves are plotted, not tabulated
+    if suite == "fidelity":
+        by = {(r["method"], r["metric"]): r["value"] for r in result.rows}
+        methods = {r["method"] for r in result.rows}
+        assert methods == {"kd ← teacher on 50 labels", "kd ← teacher on all labels",
+                           "student alone"}  # fmt: skip
+        for method in methods:  # every run reports both sides: generalisation and fidelity
+            assert {m for (k, m) in by if k == method} == {"teacher_accuracy", "teacher_ece",
+                    "accuracy", "agreement", "teacher_kl", "ece"}  # fmt: skip
+        # the strengths are real: a teacher that saw every label beats one that saw 50
+        weak, strong = by["kd ← teacher on 50 labels", "teacher_accuracy"], by[
+            "kd ← teacher on all labels", "teacher_accuracy"]  # fmt: skip
+        assert strong > weak + 0.2
+        # the student alone is measured against the strongest teacher
+        assert by["student alone", "teacher_accuracy"] == strong
 
 
 def test_missing_results_are_named(tmp_path):

@@ -4,6 +4,7 @@ from distil.bench import (  # noqa: F401  (registers the suites)
     classic,
     diswot,
     features,
+    fidelity,
     hacking,
     llm,
     losses,
