@@ -126,9 +126,11 @@ def test_seq_kd_learns_from_generations_that_resume(workdir, alone):
     assert perplexity(result) < 0.9 * alone
     parts = sorted((result.run_dir / "generations").glob("part-*.jsonl"))
     assert parts and sum(len(p.read_text().splitlines()) for p in parts) == 48 * 2
-    # A killed generation restarts from its whole parts: drop the last, rerun, same text.
+    # A killed generation restarts from its whole parts: drop the last (and the manifest,
+    # which a kill before the merge never wrote), rerun, same text.
     text = [p.read_text() for p in parts]
     parts[-1].unlink()
+    (result.run_dir / "generations" / "manifest.json").unlink()
     shutil.rmtree(result.run_dir / "checkpoints")
     again = train(workdir, method, name="seq-kd")
     assert [p.read_text() for p in sorted((again.run_dir / "generations").glob("part-*"))] == text

@@ -98,7 +98,7 @@ def cache_teacher(
     if rank != 0:  # alone (no process group): record them if rank 0 has not yet
         _record_settings(folder, full_settings)
     _check_settings(folder, full_settings)
-    ledger = _ShardLedger(folder, rank)
+    ledger = ShardLedger(folder, rank)
     tokens = sequences = 0
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending: list[Future] = []
@@ -152,7 +152,7 @@ def merge_manifest(folder: Path, settings: dict[str, Any]) -> Manifest:
     for path in sorted(folder.glob("*-r*-*.safetensors")):
         split, rank_part, _ = path.stem.rsplit("-", 2)
         rank = int(rank_part[1:])
-        ledger = ledgers.setdefault(rank, _ShardLedger(folder, rank))
+        ledger = ledgers.setdefault(rank, ShardLedger(folder, rank))
         digest = ledger.check(path)
         arrays = shard_arrays(path)
         shards.append(
@@ -174,12 +174,20 @@ def merge_manifest(folder: Path, settings: dict[str, Any]) -> Manifest:
     return manifest
 
 
-class _ShardLedger:
+class ShardLedger:
     """``checksums-r<rank>.json``: the sha256 of each shard one rank wrote, recorded before
-    the shard takes its final name (so every finished shard has its record)."""
+    the shard takes its final name (so every finished shard has its record). Teacher-written
+    text (:mod:`distil.lm.generation`) records its parts in the same ledger; ``redo`` says
+    how a damaged file is made anew."""
 
-    def __init__(self, folder: Path, rank: int) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        rank: int,
+        redo: str = "run `distil cache-teacher` again to cache its blocks anew",
+    ) -> None:
         self.path = folder / f"checksums-r{rank:03d}.json"
+        self.redo = redo
         self.digests: dict[str, str] = {}
         if self.path.is_file():
             recorded = read_json_file(self.path)
@@ -196,15 +204,13 @@ class _ShardLedger:
         if path.name not in self.digests:
             raise DataError(
                 f"{path}: no sha256 recorded for it in {self.path.name} (written by an older "
-                "distil, or the record was lost); delete the shard and run `distil "
-                "cache-teacher` again to cache its blocks anew"
+                f"distil, or the record was lost); delete the shard and {self.redo}"
             )
         digest = sha256_of(path)
         if digest != self.digests[path.name]:
             raise DataError(
                 f"{path}: damaged (its sha256 differs from the one recorded when it was "
-                "written); delete it and run `distil cache-teacher` again to cache its "
-                "blocks anew"
+                f"written); delete it and {self.redo}"
             )
         return digest
 
@@ -230,7 +236,7 @@ class _ShardBuffer:
         self.tokens += int(counts.sum())
         self.sequences += len(counts)
 
-    def flush(self, coder, k: int, vocab_size: int, ledger: _ShardLedger) -> Path:
+    def flush(self, coder, k: int, vocab_size: int, ledger: ShardLedger) -> Path:
         counts = torch.cat(self.counts).long()
         if self.tokens:
             records = coder.encode(torch.cat(self.logprobs), torch.cat(self.ids), vocab_size)
@@ -261,7 +267,7 @@ def _drain(pending: list[Future], keep: int) -> None:
         pending.pop(0).result()
 
 
-def _finished(folder: Path, split: str, rank: int, ledger: _ShardLedger) -> tuple[set[int], int]:
+def _finished(folder: Path, split: str, rank: int, ledger: ShardLedger) -> tuple[set[int], int]:
     """Blocks this rank's complete shards of ``split`` hold — each verified against the
     sha256 recorded when it was written — and the next shard number."""
     done: set[int] = set()

@@ -11,7 +11,9 @@ teacher and student may use different tokenizers: the teacher generates with its
 student reads the text with its own. This is the method to use when the vocabulary check of
 token-level methods fails.
 
-The generations are written to ``<run>/generations`` atomically and resume after a kill.
+The generations are written to ``<run>/generations`` atomically, sharded over the launch's
+processes, and resume after a kill; one manifest lists every part with its sha256, and the
+store is verified when read back (:mod:`distil.lm.generation`).
 """
 
 from __future__ import annotations
