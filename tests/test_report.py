@@ -300,9 +300,11 @@ def lm_run(root: Path, detected_at: int | None) -> Path:
 def test_an_lm_report_shows_the_hacking_curves_and_verdict(tmp_path: Path, run_dirs) -> None:
     html = write_report([lm_run(tmp_path, 20), lm_run(tmp_path, None)], tmp_path / "lm.html",
                         title="lm").read_text()  # fmt: skip
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 3  # curves, perplexity bars, hacking
+    assert "Test perplexity per method" in html and "Reliability" not in html
     assert "<h2>Teacher hacking</h2>" in html
     assert "<td>detected at step 20</td>" in html and "<td>not detected</td>" in html
     assert "1.250 → min 1.250 → 2.000" in html
     classic = write_report(run_dirs, tmp_path / "c.html", title="c").read_text()
     assert "Teacher hacking" not in classic and classic.count("data:image/png;base64,") == 3
+    assert "Reliability diagrams" in classic

@@ -134,7 +134,7 @@ def test_an_lm_report_draws_the_teacher_hacking_curves(tmp_path, lm_data, monkey
     assert lines["KL to oracle"] == (steps, [e["oracle_kl"] for e in evals])
     marked = lines[f"hacking detected at step {verdict['first_step']}"]
     assert marked[0] == [verdict["first_step"]] * 2  # a vertical line at the step
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 3  # curves, perplexity bars, hacking
     assert f"<td>detected at step {verdict['first_step']}</td>" in html
     assert f"{verdict['oracle_kl']['first']:.3f} → min {verdict['oracle_kl']['min']:.3f}" in html
 

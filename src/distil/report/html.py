@@ -1,8 +1,9 @@
 """One self-contained HTML report for one run or a comparison of many.
 
-The report holds the summary table (mean ± std over seeds), three figures (four for an LM
-run with an oracle: its teacher-hacking curves, and the monitor's verdict) embedded as
-base64 ``data:`` URIs (so the file can be mailed or attached to a CI run on its own), and a
+The report holds the summary table (mean ± std over seeds), the figures — training curves,
+test accuracy (an LM's perplexity) per method, and for classifiers the reliability diagrams
+of teachers and students; for an LM run with an oracle its teacher-hacking curves, and the
+monitor's verdict — embedded as base64 ``data:`` URIs (so the file can be mailed or attached to a CI run on its own), and a
 short section per run with its resolved config. Loading runs and computing the table live
 in ``runs.py``; drawing lives in ``plots.py``; this module only assembles them into the
 jinja2 template ``templates/report.html``.
@@ -98,23 +99,23 @@ def _figures(
     curves = {label: rows for label, rows in curves.items() if rows}
     with tempfile.TemporaryDirectory(prefix="distil-report-") as scratch:
         scratch_dir = Path(scratch)
+        # a language model's bars show its perplexity: it has no accuracy to show
+        bar_metric = next((m for m in ("accuracy", "perplexity")
+                           if any(row.get(m) is not None for row in rows)), "accuracy")  # fmt: skip
         paths = [
             ("Training curves", plot_loss_curves(history_by_run, scratch_dir / "loss.png")),
             (
-                "Test accuracy per method",
-                plot_method_bars(rows, "accuracy", scratch_dir / "accuracy.png"),
-            ),
-            (
-                "Reliability diagrams on the test set at the last step: each teacher (green) "
-                "beside the students (ECE in the titles)",
-                plot_reliability(
-                    reliability_by_label,
-                    scratch_dir / "reliability.png",
-                    ece_by_label,
-                    teacher_labels=teacher_bins,
-                ),  # fmt: skip
+                f"Test {bar_metric} per method",
+                plot_method_bars(rows, bar_metric, scratch_dir / "bars.png"),
             ),
         ]
+        if reliability_by_label:  # classifiers (an LM has no reliability bins)
+            paths.append((
+                "Reliability diagrams on the test set at the last step: each teacher (green) "
+                "beside the students (ECE in the titles)",
+                plot_reliability(reliability_by_label, scratch_dir / "reliability.png",
+                                 ece_by_label, teacher_labels=teacher_bins),
+            ))  # fmt: skip
         if curves:  # an LM run evaluated against an oracle
             detected = {label: detected_step(run) for label, run in zip(labels, runs, strict=True)}
             paths.append((

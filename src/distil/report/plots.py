@@ -65,7 +65,8 @@ def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list
 def plot_loss_curves(
     history_by_run: Mapping[str, Sequence[dict[str, Any]]], path: str | Path
 ) -> Path:
-    """Training loss and each raw loss part vs step (left), validation accuracy vs step (right).
+    """Training loss and each raw loss part vs step (left), validation accuracy (an LM's
+    perplexity) vs step (right).
 
     ``history_by_run`` maps a legend label to the rows of a run's ``metrics.jsonl``. Each run
     gets one colour: the total loss is solid and every ``loss/<part>`` has its own dash
@@ -78,6 +79,10 @@ def plot_loss_curves(
     )
     figure = _new_figure(12.0, 4.5 + 0.09 * entries)  # room for the legends below the axes
     loss_axes, accuracy_axes = figure.subplots(1, 2)
+    # a language model validates perplexity, not accuracy
+    validated = "accuracy"
+    if not any("accuracy" in row for rows in history_by_run.values() for row in rows):
+        validated = "perplexity"
     plotted_losses: list[float] = []
     plotted_accuracy = False
     for run_index, (label, rows) in enumerate(history_by_run.items()):
@@ -101,7 +106,7 @@ def plot_loss_curves(
             if row.get("kind") == "eval" and row.get("split", "val") == "val"
             and "student" not in row  # peers' rows belong to their own curves
         ]  # fmt: skip
-        steps, accuracies = _series(val_rows, "accuracy")
+        steps, accuracies = _series(val_rows, validated)
         if steps:
             accuracy_axes.plot(steps, accuracies, color=colour, marker=".", label=label)
             plotted_accuracy = True
@@ -115,7 +120,7 @@ def plot_loss_curves(
                          ncols=2)  # fmt: skip
     else:
         _note_no_data(loss_axes, "training log")
-    accuracy_axes.set(title="validation accuracy", xlabel="step", ylabel="accuracy")
+    accuracy_axes.set(title=f"validation {validated}", xlabel="step", ylabel=validated)
     if plotted_accuracy:
         accuracy_axes.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.14),
                              ncols=2)  # fmt: skip
