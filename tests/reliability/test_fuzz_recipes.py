@@ -50,6 +50,7 @@ def fuzz(family: str) -> settings:
 
 # What a hostile recipe holds instead of the right value.
 HOSTILE = st.one_of(
+    st.sampled_from([math.inf, -math.inf, math.nan, "inf", "-inf", "nan", ".inf", ".nan"]),
     st.none(),
     st.booleans(),
     st.sampled_from([0, -1, 1, 2, 10**9, 10**20, -(10**20), 0.0, -0.5, 1e-300, 1e308]),
@@ -361,6 +362,27 @@ def test_model_options_fuzzed_build_or_are_refused_by_the_model_door(case):
         assert model(torch.zeros(2, *shape)).shape == (2, 10)
 
 
+def test_a_model_option_of_the_wrong_type_is_named_with_the_type_it_expects():
+    """Every option of every model given a mapping: refused by the model door naming the
+    option and its type (``hidden`` as a string used to reach ``nn.Linear`` and fail there
+    as "'<' not supported between instances of 'str' and 'int'")."""
+    from distil.models import MODELS, build_model
+
+    checked = 0
+    for name in MODELS.names():
+        options = model_options(name)
+        if any(p.default is p.empty for p in options.values()):
+            continue  # needs a local folder (hf_sequence_classifier)
+        for option in options:
+            with pytest.raises(ConfigError) as refused:
+                build_model(name, input_shape=(1, 8, 8), num_classes=3, **{option: {"a": 1}})
+            message = str(refused.value)
+            assert message.startswith(f"model {name!r}: option {option!r} is {{'a': 1}}"), message
+            assert "; expected " in message
+            checked += 1
+    assert checked >= 20  # 26 options over the built-in models today
+
+
 # ----------------------------------------------------------------------------- the CLI
 
 CLI_KEYS = [
@@ -405,3 +427,18 @@ def test_distil_train_refuses_a_bad_override_with_one_error_line_and_exit_2(
     top = key.split(".")[0]
     assert top.rstrip("s") in lines[0] or top == "task", (override, lines[0])
     assert not (folder / "run").exists()  # refused before the run folder was made
+
+
+def test_a_recipe_file_that_is_not_utf8_or_not_yaml_is_named_with_its_line(tmp_path):
+    """A latin-1 recipe used to raise UnicodeDecodeError; a YAML error was several lines."""
+    from distil.config import load_config
+
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text"):
+        load_config(latin)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nmethod: {name: kd\ntrain:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml:\d+: not valid YAML \(") as refused:
+        load_config(broken)
+    assert "\n" not in str(refused.value)

@@ -88,16 +88,9 @@ def _try_divergence(name: str, temperature: float, options: dict[str, Any]) -> N
     logits = torch.linspace(-1.0, 1.0, 12).reshape(3, 4)
     labels = {"labels": torch.tensor([0, 1, 2])} if "labels" in losses.options_of(name) else {}
     try:
-        value = losses.get(name)(
-            logits, logits.flip(-1), temperature=temperature, **options, **labels
-        )
-    except (TypeError, ValueError, ArithmeticError) as error:
+        losses.get(name)(logits, logits.flip(-1), temperature=temperature, **options, **labels)
+    except (TypeError, ValueError) as error:
         raise ValueError(f"divergence {name!r} rejects its options {options}: {error}") from None
-    if not torch.isfinite(value).all():
-        raise ValueError(
-            f"divergence {name!r} is not finite at temperature {temperature} with options "
-            f"{options}; choose settings that keep it finite"
-        )
 
 
 @register_method
