@@ -59,7 +59,7 @@ def cached_model(
     aside (renamed ``<folder>.damaged``, never deleted) and the model is trained again.
     """
     main = accelerator is None or accelerator.is_main_process
-    if (folder / complete).is_file() and _verifies(folder, warn=main):
+    if folder.exists() and _verifies(folder, complete, warn=main):
         return folder
     work = folder.with_name(folder.name + ".training")
     staging = folder.with_name(folder.name + ".tmp")
@@ -83,10 +83,13 @@ def cached_model(
     return folder
 
 
-def _verifies(folder: Path, *, warn: bool) -> bool:
-    """Whether every file ``checksums.json`` lists is there with its recorded sha256."""
+def _verifies(folder: Path, complete: str, *, warn: bool) -> bool:
+    """Whether ``folder`` holds ``complete`` and every file ``checksums.json`` lists, each
+    with its recorded sha256."""
     problem = None
-    if not (folder / CHECKSUMS_FILE).is_file():
+    if not (folder / complete).is_file():
+        problem = f"{folder / complete}: missing from the cached model"
+    elif not (folder / CHECKSUMS_FILE).is_file():
         problem = f"{folder / CHECKSUMS_FILE}: missing, so the cached model cannot be verified"
     else:
         try:

@@ -90,6 +90,10 @@ def read_run_text(path: Path) -> str | None:
     if record is None:
         log.warning("%s has no %s (written by an older distil): %s not verified",
                     path.parent, CHECKSUMS_FILE, path.name)  # fmt: skip
+    elif not listed and "metrics.json" in record:  # a finished run's seal lists every file
+        raise DataError(
+            f"{path.parent / CHECKSUMS_FILE}: does not list {path.name} (damaged or edited)"
+        )
     elif not listed and path.name == "metrics.json":
         raise DataError(
             f"{path}: not sealed in {CHECKSUMS_FILE}: the run stopped while finishing; "

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RECIPE
 
+from conftest import TINY_RECIPE
 from distil.cache.manifest import MANIFEST, STARTED, Manifest
 from distil.cache.reader import TeacherCache
 from distil.cache.writer import cache_teacher
@@ -28,7 +28,7 @@ from distil.tasks import task_for
 from distil.tasks.classifier_models import pretrained_teacher
 from distil.teachers import ModuleTeacher
 from distil.train.accelerator import make_accelerator
-from distil.train.checkpoint import read_pointer
+from distil.train.checkpoint import load_model_state, read_pointer
 from distil.train.progress import MetricsLog
 
 OVERRIDES = ["train.epochs=1", "train.checkpoint_every=4", "train.eval_every=4"]
@@ -146,6 +146,18 @@ def test_an_edited_pointer_is_refused(run_copy):
     best.write_text(json.dumps(pointer))
     with pytest.raises(CheckpointError, match=f"{best}: differs from the record sealed"):
         read_pointer(checkpoints, "best")
+
+
+def test_a_file_its_seal_does_not_list_is_refused(run_copy):
+    checkpoints = run_copy / "checkpoints"
+    folder = checkpoints / read_pointer(checkpoints, "last")["dir"]
+    seal = folder / "checksums.json"
+    recorded = json.loads(seal.read_text())
+    del recorded["model.safetensors"]  # valid JSON, one file no longer vouched for
+    seal.write_text(json.dumps(recorded))
+    flip_a_byte(folder / "model.safetensors", 0.9)
+    with pytest.raises(CheckpointError, match=f"{seal}: does not list model.safetensors"):
+        load_model_state(checkpoints, "last")
 
 
 def test_a_resumed_log_drops_a_torn_last_line_and_refuses_a_damaged_one(tmp_path):

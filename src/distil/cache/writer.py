@@ -209,8 +209,8 @@ class ShardLedger:
         digest = sha256_of(path)
         if digest != self.digests[path.name]:
             raise DataError(
-                f"{path}: damaged (its sha256 differs from the one recorded when it was "
-                f"written); delete it and {self.redo}"
+                f"{path}: damaged (its sha256 differs from the one recorded in "
+                f"{self.path.name} when it was written); delete it and {self.redo}"
             )
         return digest
 

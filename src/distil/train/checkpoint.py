@@ -123,13 +123,20 @@ def verify(folder: Path) -> None:
             "%s has no %s (written by an older distil): not verified", folder, CHECKSUMS_FILE
         )
         return
-    for name, digest in read_json(manifest).items():
+    recorded = read_json(manifest)
+    if not isinstance(recorded, dict) or not all(isinstance(d, str) for d in recorded.values()):
+        raise CheckpointError(f"{manifest}: not a checksum record (damaged or edited)")
+    unlisted = sorted({f.name for f in _files(folder)} - set(recorded))
+    if unlisted:  # a file nobody can vouch for: the record itself was damaged
+        raise CheckpointError(f"{manifest}: does not list {unlisted[0]} (damaged or edited)")
+    for name, digest in recorded.items():
         path = folder / name
         if not path.is_file():
-            raise CheckpointError(f"{path}: missing from its checkpoint")
+            raise CheckpointError(f"{path}: missing (its folder's {CHECKSUMS_FILE} lists it)")
         if file_digest(path) != digest:
             raise CheckpointError(
-                f"{path}: damaged (its sha256 differs from the one recorded when it was written)"
+                f"{path}: damaged (its sha256 differs from the one recorded in {CHECKSUMS_FILE} "
+                "when it was written)"
             )
 
 

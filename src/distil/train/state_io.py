@@ -86,10 +86,10 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
 def read_json(path: Path) -> Any:
     """Load a JSON file, naming the file when it is missing or damaged."""
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except FileNotFoundError:
         raise CheckpointError(f"{path}: missing") from None
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path}: not valid JSON ({error})") from None
 
 
