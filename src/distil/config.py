@@ -157,8 +157,13 @@ def refuse_non_finite(values: Any, path: str = "") -> None:
 
 def _shown(value: Any) -> str:
     """A short description of a bad value for a one-line error."""
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a pasted 10 MB string stays one line)."""
     text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'…' if len(text) > 60 else ''}"
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
@@ -253,7 +258,7 @@ def format_validation_error(
             lines.append(f"{key}: required key is missing")
         else:
             given = item.get("input")
-            shown = "" if isinstance(given, dict | BaseModel) else f" (got {given!r})"
+            shown = "" if isinstance(given, dict | BaseModel) else f" (got {_short(given)})"
             message = item["msg"].removeprefix("Value error, ")
             lines.append(f"{key}: {message}{shown}" if key else f"{message}{shown}")
     return "; ".join(lines)

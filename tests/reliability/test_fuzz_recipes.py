@@ -310,6 +310,15 @@ def test_each_absurd_value_of_the_brief_is_refused_naming_its_key(recipe, overri
     assert "\n" not in str(refused.value)
 
 
+def test_a_huge_bad_value_is_shown_cut_short():
+    """The error used to repeat the whole value: a pasted 100 kB string made a 100 kB line."""
+    from distil.config import load_config
+
+    with pytest.raises(ConfigError, match=r"^train\.lr: Input should be a valid number") as refused:
+        load_config("kd-digits", ["train.lr=" + "x" * 100_000])
+    assert len(str(refused.value)) < 200
+
+
 # ----------------------------------------------------------------------------- models
 
 CLASSIFIERS = {name: raw for name, raw in RECIPES.items() if raw.get("task", "classification") == "classification"}  # fmt: skip
