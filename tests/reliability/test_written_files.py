@@ -91,6 +91,30 @@ def test_cached_model_reuses_a_sealed_folder_and_retrains_an_unverifiable_one(tm
     assert (neighbour / "model.bin").read_bytes() == b"other work"
 
 
+def test_a_damaged_cached_tiny_lm_is_trained_again_not_loaded(
+    lm_data, tmp_path, monkeypatch, caplog
+):
+    from distil.lm.config import LMModelConfig
+    from distil.lm.resolve import pretrained_folder
+
+    monkeypatch.setenv("DISTIL_CACHE_DIR", str(tmp_path / "cache"))
+    config = LMModelConfig(
+        tiny={"hidden": 16, "layers": 1, "heads": 2},
+        pretrain={"steps": 4, "batch_size": 8, "lr": 0.005},
+    )
+    data = lm_data.teacher_train.subset(range(32))
+    folder = pretrained_folder(config, lm_data.tokenizer, data, "teacher")
+    assert (folder / "checksums.json").is_file()  # sealed: HF weights, config, tokenizer
+    weights = folder / "model.safetensors"
+    original = weights.read_bytes()
+    flip_a_byte(weights, 0.9)
+    with caplog.at_level(logging.WARNING, logger="distil"):
+        assert pretrained_folder(config, lm_data.tokenizer, data, "teacher") == folder
+    assert f"{weights}: damaged" in caplog.text and "pretraining it again" in caplog.text
+    assert weights.read_bytes() == original
+    assert folder.with_name(folder.name + ".damaged").is_dir()
+
+
 # ---------------------------------------------------------------------------- run folders
 
 
@@ -136,6 +160,17 @@ def test_an_edited_recipe_is_refused_on_resume_and_a_deleted_seal_only_warns(run
         unsealed = load_run(run_copy)
     assert "not verified" in caplog.text
     assert unsealed.metrics == record.metrics and unsealed.history == record.history
+
+
+def test_a_finished_runs_seal_must_list_every_run_file(run_copy):
+    seal = run_copy / "checksums.json"
+    recorded = json.loads(seal.read_text())
+    del recorded["config.yaml"]  # valid JSON; the recipe no longer vouched for
+    seal.write_text(json.dumps(recorded))
+    config_path = run_copy / "config.yaml"
+    config_path.write_text(config_path.read_text().replace("lr: 0.005", "lr: 0.05", 1))
+    with pytest.raises(DataError, match=f"{seal}: does not list config.yaml"):
+        load_run(run_copy)
 
 
 def test_an_edited_pointer_is_refused(run_copy):
