@@ -35,6 +35,17 @@ def test_fires_only_when_teacher_distance_falls_while_oracle_distance_rises():
     assert not any(noisy.update(s, 1.0 - w, 0.5 + w) for s, w in enumerate(wiggle))
 
 
+def test_the_warning_names_what_it_counts(caplog):
+    """A validator is not told the step: its monitor counts evaluations and says so (the
+    warning used to read "at 4" for the fourth evaluation of a run whose verdict said step
+    20). Bug caught: the unit dropped from the message."""
+    monitor = TeacherHackingMonitor(window=3, unit="evaluation")
+    with caplog.at_level("WARNING", logger="distil"):
+        for n in range(1, 5):
+            monitor.update(n, 1.0 - 0.1 * n, 0.5 + 0.05 * n)
+    assert "teacher hacking (at evaluation 3)" in caplog.text
+
+
 def test_verdict_replays_a_runs_validation_log(tmp_path):
     log = tmp_path / "metrics.jsonl"
     rows = [{"kind": "train", "step": 1, "loss": 2.0}] + [

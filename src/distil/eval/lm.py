@@ -45,7 +45,7 @@ class LMValidator:
     ) -> None:
         self.dataset, self.teacher, self.oracle = dataset, teacher, oracle
         self.batch_size, self.accelerator = batch_size, accelerator
-        self.monitor = TeacherHackingMonitor(window=hacking_window)
+        self.monitor = TeacherHackingMonitor(window=hacking_window, unit="evaluation")
         self.evaluations = 0
 
     def __call__(self, student: nn.Module, device: torch.device) -> dict:

@@ -42,6 +42,9 @@ class TeacherHackingMonitor:
 
     window: int = 4
     tolerance: float = 0.01
+    #: what ``step`` counts, for the warning: optimizer steps, or evaluations (a validator
+    #: is not told the step it runs at)
+    unit: str = "step"
     history: list[tuple[int, float, float]] = field(default_factory=list)
     fired_at: int | None = None
 
@@ -57,11 +60,11 @@ class TeacherHackingMonitor:
         if hacking and self.fired_at is None:
             self.fired_at = step
             log.warning(
-                "teacher hacking (at %d): over the last %d evaluations the distance to the "
+                "teacher hacking (at %s %d): over the last %d evaluations the distance to the "
                 "teacher fell %.1f%% while the distance to the oracle rose %.1f%% — the student "
                 "is fitting the teacher's errors. Stop earlier (best checkpoint), or use more "
                 "diverse / on-policy data.",
-                step, self.window, -100 * teacher_trend, 100 * oracle_trend,
+                self.unit, step, self.window, -100 * teacher_trend, 100 * oracle_trend,
             )  # fmt: skip
         return hacking
 
