@@ -45,6 +45,8 @@ bench: $(STAMP) assets
 	$(BIN)/distil bench features
 	$(BIN)/distil bench llm
 	$(BIN)/distil bench hacking
+	$(BIN)/distil bench fidelity
+	$(BIN)/distil bench privacy
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

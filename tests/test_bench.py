@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -12,7 +13,8 @@ from distil.errors import DataError
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "suite", ["overhead", "classic", "losses", "diswot", "features", "hacking", "fidelity"]
+    "suite",
+    ["overhead", "classic", "losses", "diswot", "features", "hacking", "fidelity", "privacy"],
 )
 def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
     result = run_suite(suite, tmp_path, quick=True)
@@ -32,6 +34,17 @@ def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
         curves = [r for r in result.rows if r["metric"] == "curve_oracle_kl"]
         assert len({r["step"] for r in curves}) >= 3  # one point per evaluation
         assert "curve_oracle_kl" not in result.table  # curves are plotted, not tabulated
+    if suite == "privacy":
+        exposures = [r for r in result.rows if r["metric"] == "exposure"]
+        # every canary is measured in the teacher and in every student
+        assert {(r["method"], r["canary"]) for r in exposures} == {
+            (m, c) for m in ("teacher", "kd", "swing") for c in range(8)
+        }
+        assert all(0.0 <= r["value"] <= math.log2(r["secrets"]) + 1e-9 for r in exposures)
+        assert {r["task"] for r in exposures} == {"1× planted", "4× planted", "16× planted",
+                                                  "64× planted"}  # fmt: skip
+        perplexity = {r["method"] for r in result.rows if r["metric"] == "perplexity"}
+        assert perplexity == {"kd", "swing"}
     if suite == "fidelity":
         by = {(r["method"], r["metric"]): r["value"] for r in result.rows}
         methods = {r["method"] for r in result.rows}

@@ -253,3 +253,23 @@ def test_detector_table_and_its_errors():
         setup(_Data())
     with pytest.raises(Exception, match="regular expression"):
         build_method({"name": "swing", "sensitive_pattern": "("})
+
+
+def test_the_privacy_page_quotes_the_committed_results():
+    """docs/privacy.md's tables are `distil bench privacy --show --pivot …` of the committed
+    JSON, from a full run (three student seeds, every canary in every model). Bug caught: a
+    number typed or edited by hand, or quick results committed."""
+    import json
+    from pathlib import Path
+
+    from distil.bench import load_results, pivot_table
+
+    root = Path(__file__).resolve().parents[2]
+    rows = load_results("privacy", root / "benchmarks" / "results")
+    page = (root / "docs" / "privacy.md").read_text(encoding="utf-8")
+    assert pivot_table(rows, "exposure") in page
+    assert pivot_table(rows, "perplexity") in page
+    payload = json.loads((root / "benchmarks" / "results" / "privacy.json").read_text())
+    assert not payload["quick"]
+    students = {(r["method"], r["seed"]) for r in rows if r["method"] != "teacher"}
+    assert students == {(m, s) for m in ("kd", "swing") for s in (0, 1, 2)}

@@ -9,6 +9,7 @@ from distil.bench import (  # noqa: F401  (registers the suites)
     llm,
     losses,
     overhead,
+    privacy,
 )  # fmt: skip
 from distil.bench.harness import (
     SUITES,

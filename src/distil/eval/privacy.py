@@ -7,9 +7,9 @@ is scored by the model's log-likelihood of the whole sentence, and
 
     exposure = log2 |candidates| − log2 rank(secret)
 
-where rank 1 is the most likely candidate. A model that never saw the canary ranks it about
-in the middle (exposure ≈ 1 bit); one that memorised it ranks it first (exposure = log2 of
-the candidate count, 13.3 bits for four digits). The rank is *counted* — 1 + the number of
+where rank 1 is the most likely candidate. A model that never saw the canary ranks it
+anywhere (log2 e ≈ 1.4 bits on average for a uniformly random rank); one that memorised it
+ranks it first (exposure = log2 of the candidate count, 13.3 bits for four digits). The rank is *counted* — 1 + the number of
 candidates strictly more likely than the secret — not found by sorting (no order among
 equals to depend on): a tie counts in the secret's favour, so exposure errs high, the
 conservative side for a privacy claim.
