@@ -269,6 +269,7 @@ def test_the_privacy_page_quotes_the_committed_results():
     page = (root / "docs" / "privacy.md").read_text(encoding="utf-8")
     assert pivot_table(rows, "exposure") in page
     assert pivot_table(rows, "perplexity") in page
+    assert pivot_table(rows, "exposure") in (root / "README.md").read_text(encoding="utf-8")
     payload = json.loads((root / "benchmarks" / "results" / "privacy.json").read_text())
     assert not payload["quick"]
     students = {(r["method"], r["seed"]) for r in rows if r["method"] != "teacher"}
