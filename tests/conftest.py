@@ -99,3 +99,22 @@ def lm_data():
     from distil.lm.data import load_lm_data
 
     return load_lm_data(LMDataConfig(**LM_DATA))
+
+
+class Killed(RuntimeError):
+    """What a teacher raises where a killed process would have stopped."""
+
+
+class DiesAfter:
+    """A teacher that dies (like a killed process) after ``calls`` forward passes: for the
+    resume tests of everything that runs a teacher over data (caches, generation)."""
+
+    def __init__(self, teacher, calls):
+        self.teacher, self.calls = teacher, calls
+        self.device, self.dtype = teacher.device, teacher.dtype
+
+    def signal(self, batch):
+        if self.calls == 0:
+            raise Killed
+        self.calls -= 1
+        return self.teacher.signal(batch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import DiesAfter, Killed
 from distil.cache.manifest import MANIFEST, Manifest
 from distil.cache.reader import TeacherCache
 from distil.cache.writer import cache_teacher
@@ -108,24 +109,6 @@ def test_blocks_from_other_data_are_refused(teacher, lm_data, tmp_path):
         cached.signal(batch)
     with pytest.raises(ConfigError, match="holds no 'test' split"):
         TeacherCache(tmp_path).split("test")
-
-
-class Killed(RuntimeError):
-    pass
-
-
-class DiesAfter:
-    """A teacher that dies (like a killed process) after ``calls`` forward passes."""
-
-    def __init__(self, teacher, calls):
-        self.teacher, self.calls = teacher, calls
-        self.device, self.dtype = teacher.device, teacher.dtype
-
-    def signal(self, batch):
-        if self.calls == 0:
-            raise Killed
-        self.calls -= 1
-        return self.teacher.signal(batch)
 
 
 def test_caching_resumes_after_a_kill_and_matches_an_uninterrupted_run(teacher, lm_data, tmp_path):

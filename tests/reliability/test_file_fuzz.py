@@ -30,7 +30,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, DiesAfter, Killed
 from distil.cache.reader import TeacherCache
 from distil.cache.writer import cache_teacher
 from distil.config import load_config
@@ -81,7 +81,7 @@ def produced(tmp_path_factory, lm_data) -> dict[str, Path]:
     shutil.copytree(teacher_folder, root / "pretrained" / "teacher")
     teacher = cache_teacher_model(lm_data)
     write_cache(teacher, lm_data, root / "cache" / "cache")
-    with pytest.raises(KilledTeacher):
+    with pytest.raises(Killed):
         write_cache(DiesAfter(teacher, 9), lm_data, root / "partial" / "cache")
     return {
         "run": root / "run", "pretrained": root / "pretrained", "cache": root / "cache",
@@ -92,24 +92,6 @@ def produced(tmp_path_factory, lm_data) -> dict[str, Path]:
 def cache_teacher_model(lm_data) -> ModuleTeacher:
     model = LanguageModel(tiny_causal_lm(lm_data.vocab_size, 32, 1, 2, seed=1), lm_data.vocab_size)
     return ModuleTeacher(model)
-
-
-class KilledTeacher(RuntimeError):
-    pass
-
-
-class DiesAfter:
-    """A teacher that dies (like a killed process) after ``calls`` forward passes."""
-
-    def __init__(self, teacher, calls):
-        self.teacher, self.calls = teacher, calls
-        self.device, self.dtype = teacher.device, teacher.dtype
-
-    def signal(self, batch):
-        if self.calls == 0:
-            raise KilledTeacher
-        self.calls -= 1
-        return self.teacher.signal(batch)
 
 
 def cache_splits(lm_data) -> dict:
@@ -381,7 +363,7 @@ def check_damage(kind: Kind, world: World, data) -> None:
             COUNTS[kind.name][f"{how}: error"] += 1
             assert target.name in str(error), f"the error does not name {target.name}: {error}"
             return
-        except (KilledTeacher, AssertionError):
+        except (Killed, AssertionError):
             raise
         except Exception as error:  # noqa: BLE001 — exactly what must never reach the user
             pytest.fail(f"{kind.name}, {how}: uncaught {type(error).__name__}: {error}")

@@ -174,13 +174,20 @@ FSDP_PROBE = r"""
 import json, sys
 import torch
 from accelerate import Accelerator
+
+
+def say(record):  # one write per line: two ranks printing at once must not run together
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
+
+
 try:
     accelerator = Accelerator(cpu=True)  # what distil asks for on CPUs
     model = accelerator.prepare(torch.nn.Linear(4, 2))
-    print(json.dumps({"type": str(accelerator.distributed_type), "fsdp2": accelerator.is_fsdp2,
-                      "model": type(model).__name__}))
+    say({"type": str(accelerator.distributed_type), "fsdp2": accelerator.is_fsdp2,
+         "model": type(model).__name__})
 except Exception as error:
-    print(json.dumps({"error": f"{type(error).__name__}: {error}"}))
+    say({"error": f"{type(error).__name__}: {error}"})
 """
 
 

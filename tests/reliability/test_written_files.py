@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_RECIPE
+from conftest import TINY_RECIPE, DiesAfter, Killed
 from distil.cache.manifest import MANIFEST, STARTED, Manifest
 from distil.cache.reader import TeacherCache
 from distil.cache.writer import cache_teacher
@@ -214,24 +214,6 @@ def test_a_resumed_log_drops_a_torn_last_line_and_refuses_a_damaged_one(tmp_path
 def teacher(lm_data):
     model = LanguageModel(tiny_causal_lm(lm_data.vocab_size, 32, 1, 2, seed=1), lm_data.vocab_size)
     return ModuleTeacher(model)
-
-
-class Killed(RuntimeError):
-    pass
-
-
-class DiesAfter:
-    """A teacher that dies (like a killed process) after ``calls`` forward passes."""
-
-    def __init__(self, teacher, calls):
-        self.teacher, self.calls = teacher, calls
-        self.device, self.dtype = teacher.device, teacher.dtype
-
-    def signal(self, batch):
-        if self.calls == 0:
-            raise Killed
-        self.calls -= 1
-        return self.teacher.signal(batch)
 
 
 def settings_of(lm_data, teacher="tiny-seed-1", tokenizer=None):

@@ -206,15 +206,18 @@ class LMTask(Task):
 
     def teacher_metrics(self, data: LMSplits, teachers: TeacherSet, device) -> dict[str, dict]:
         """Each loaded teacher's own perplexity on the test split (same vocabulary only)."""
+        scored = [name for name in teachers.models if name in teachers.references.get("test", {})]
         return {
             name: {
                 "test": lm_metrics(
-                    model, data.test, batch_size=self.config.eval.batch_size, device=device,
+                    teachers.models[name],
+                    data.test,
+                    batch_size=self.config.eval.batch_size,
+                    device=device,
                     accelerator=self._accelerator,
-                )  # fmt: skip
-            }  # fmt: skip
-            for name, model in teachers.models.items()
-            if name in teachers.references.get("test", {})
+                )
+            }
+            for name in scored
         }
 
     def task_metrics(self, data, students, teachers, run_dir, device) -> dict[str, Any]:
