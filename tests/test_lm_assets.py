@@ -172,8 +172,27 @@ def test_brown_tokenizer_is_cached_and_reused(brown_tokenizer_folder):
     assert time.perf_counter() - started < 0.5
     assert again == brown_tokenizer_folder
     assert (again / "tokenizer.json").stat().st_mtime_ns == stamp
-    leftovers = [p for p in again.parent.iterdir() if p.name.startswith(".")]
-    assert leftovers == []  # the temporary folder was renamed, not left behind
+    leftovers = [p for p in again.parent.iterdir() if p.name.endswith((".tmp", ".training"))]
+    assert leftovers == []  # the staging folder was renamed, not left behind
+    assert (again / "checksums.json").is_file()  # sealed like every cached model
+
+
+def test_a_damaged_cached_tokenizer_is_set_aside_and_trained_again(tmp_path, monkeypatch, caplog):
+    """Bug caught: a cached tokenizer trusted because its files exist (a flipped byte in
+    tokenizer.json would load as another vocabulary, or fail deep inside tokenizers)."""
+    monkeypatch.setenv("DISTIL_CACHE_DIR", str(tmp_path))
+    folder = brown_tokenizer(300)
+    fingerprint = vocab_fingerprint(load_tokenizer(folder))
+    vocab_file = folder / "tokenizer.json"
+    data = bytearray(vocab_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    vocab_file.write_bytes(bytes(data))
+    with caplog.at_level("WARNING", logger="distil"):
+        again = brown_tokenizer(300)
+    assert again == folder
+    assert "tokenizer.json: damaged" in caplog.text and ".damaged" in caplog.text
+    assert vocab_fingerprint(load_tokenizer(again)) == fingerprint  # trained again, the same
+    assert (tmp_path / "tokenizers" / f"{folder.name}.damaged").is_dir()  # kept, not deleted
 
 
 def test_chat_template_renders_roles_and_ends_turns_with_eos(brown_tokenizer_folder):

