@@ -375,7 +375,7 @@ def write_store(folder: Path, model: CountingGenerator | None = None) -> list[di
 def test_generated_store_has_one_verified_manifest(tmp_path):
     """Three parts (4 + 4 + 2 prompts), each listed with its size and the sha256 recorded when
     it was written; reading the store again generates nothing and gives the same records."""
-    from distil.cache.manifest import sha256_of
+    from distil.train.state_io import sha256_of
 
     folder = tmp_path / "generations"
     records = write_store(folder)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import struct
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 from torch import Tensor
 
 from distil.errors import DataError
+from distil.train.state_io import read_json, write_text_atomic
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -142,7 +142,7 @@ def check_sealed(path: Path, digest: str) -> None:
         log.warning("%s has no %s (written by an older distil): %s not verified",
                     path.parent, CHECKSUMS_FILE, path.name)  # fmt: skip
         return
-    recorded = read_json_file(seal_path)
+    recorded = read_json(seal_path, DataError)
     if not isinstance(recorded, dict) or path.name not in recorded:
         raise DataError(f"{seal_path}: does not record {path.name} (damaged or edited)")
     if recorded[path.name] != digest:
@@ -152,31 +152,9 @@ def check_sealed(path: Path, digest: str) -> None:
         )
 
 
-def read_json_file(path: Path) -> Any:
-    """A JSON file of the cache; missing or not JSON is a DataError naming it."""
-    try:
-        return json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise DataError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{path}: not valid JSON ({error})") from None
-
-
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to a temporary file and rename it over ``path`` (never half-written)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False))
 
 
 def input_hashes(input_ids: Tensor) -> Tensor:

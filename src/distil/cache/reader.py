@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from distil.cache.codecs import get_codec
-from distil.cache.manifest import Manifest, input_hashes, sha256_of, shard_arrays
+from distil.cache.manifest import Manifest, input_hashes, shard_arrays
 from distil.errors import ConfigError, DataError
 from distil.losses.sparse import TopK
 from distil.outputs import ModelOutputs
+from distil.train.state_io import sha256_of
 
 
 class TeacherCache:

@@ -33,9 +33,7 @@ from distil.cache.manifest import (
     Manifest,
     ShardInfo,
     input_hashes,
-    read_json_file,
     seal_manifest,
-    sha256_of,
     shard_arrays,
     write_json_atomic,
 )
@@ -43,6 +41,7 @@ from distil.data.datasets import in_order
 from distil.data.text import TokenBlocks
 from distil.errors import DataError
 from distil.teachers.base import Teacher
+from distil.train.state_io import read_json, sha256_of
 
 log = logging.getLogger("distil")
 
@@ -190,7 +189,7 @@ class ShardLedger:
         self.redo = redo
         self.digests: dict[str, str] = {}
         if self.path.is_file():
-            recorded = read_json_file(self.path)
+            recorded = read_json(self.path, DataError)
             if not isinstance(recorded, dict):
                 raise DataError(f"{self.path}: not a checksum record (expected a JSON object)")
             self.digests = recorded
@@ -294,7 +293,7 @@ def _record_settings(folder: Path, settings: dict[str, Any]) -> None:
 def _check_settings(folder: Path, settings: dict[str, Any]) -> None:
     """Refuse to resume a cache started with other settings, showing both values."""
     path = folder / STARTED
-    recorded = read_json_file(path)
+    recorded = read_json(path, DataError)
     if not isinstance(recorded, dict):
         raise DataError(f"{path}: not a settings record (expected a JSON object)")
     current = json.loads(json.dumps(settings))  # as JSON would give it back (tuples → lists)

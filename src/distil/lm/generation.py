@@ -36,13 +36,13 @@ from distil.cache.manifest import (
     MANIFEST,
     check_sealed,
     seal_manifest,
-    sha256_of,
     write_json_atomic,
 )
 from distil.cache.writer import ShardLedger
 from distil.errors import DataError
 from distil.jsonl import read_json_lines
 from distil.models.language_model import LanguageModel
+from distil.train.state_io import sha256_of
 
 FORMAT_VERSION = 1
 KIND = "teacher-generations"

@@ -22,7 +22,6 @@ to are deleted — and nothing is deleted while any checkpoint is in doubt.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 from pathlib import Path
@@ -33,7 +32,14 @@ from torch import Tensor, nn
 
 from distil.errors import CheckpointError
 from distil.methods.base import MAIN_STUDENT
-from distil.train.state_io import read_json, read_state, read_tensors, write_json, write_state
+from distil.train.state_io import (
+    read_json,
+    read_state,
+    read_tensors,
+    sha256_of,
+    write_json,
+    write_state,
+)
 
 MODEL_FILE = "model.safetensors"
 METHOD_FILE = "method.safetensors"
@@ -95,16 +101,7 @@ def seal(folder: Path, names: list[str] | None = None) -> None:
     file in it). The one integrity record of everything distil writes outside a teacher
     cache: checkpoints, run folders, pretrained models (see :func:`verify`)."""
     paths = _files(folder) if names is None else [folder / name for name in names]
-    write_json(folder / CHECKSUMS_FILE, {path.name: file_digest(path) for path in paths})
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_json(folder / CHECKSUMS_FILE, {path.name: sha256_of(path) for path in paths})
 
 
 def _files(folder: Path) -> list[Path]:
@@ -133,7 +130,7 @@ def verify(folder: Path) -> None:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (its folder's {CHECKSUMS_FILE} lists it)")
-        if file_digest(path) != digest:
+        if sha256_of(path) != digest:
             raise CheckpointError(
                 f"{path}: damaged (its sha256 differs from the one recorded in {CHECKSUMS_FILE} "
                 "when it was written)"

@@ -7,6 +7,7 @@ by key. Loading never executes code from the file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from distil.errors import CheckpointError
+from distil.errors import CheckpointError, DistilError
 
 
 def split_state(state: Any) -> tuple[Any, dict[str, Tensor]]:
@@ -83,14 +84,15 @@ def read_tensors(path: Path) -> dict[str, Tensor]:
         ) from None
 
 
-def read_json(path: Path) -> Any:
-    """Load a JSON file, naming the file when it is missing or damaged."""
+def read_json(path: Path, error: type[DistilError] = CheckpointError) -> Any:
+    """Load a JSON file; missing or not JSON raises ``error`` naming the file (a checkpoint's
+    by default; a cache's files are data)."""
     try:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+        raise error(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as problem:
+        raise error(f"{path}: not valid JSON ({problem})") from None
 
 
 def finite_json(value: Any) -> Any:
@@ -114,9 +116,18 @@ def write_json(path: Path, value: Any) -> None:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to a temporary file, flush it to disk and rename it over
     ``path``: a kill leaves the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share one
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file's bytes, read in blocks: the one digest of every seal and manifest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
