@@ -94,23 +94,26 @@ def collect(quick: bool) -> list[Row]:
                              "seed": seed, "canary": number, "metric": "exposure",
                              "value": canary_exposure(model, tokenizer, canary)})  # fmt: skip
 
-        data = None
-        for method, section in METHODS.items():
+        def recipe(method: str, seed: int):
+            train = {"max_steps": steps, "batch_size": 16, "lr": 0.005, "warmup_steps": 10,
+                     "schedule": "cosine", "eval_every": steps, "checkpoint_every": steps,
+                     "seed": seed, "progress": False}  # fmt: skip
+            return parse_config({
+                "task": "lm", "name": f"privacy-{method}", "data": data_section,
+                "teacher": teacher, "student": STUDENT, "method": METHODS[method],
+                "train": train,
+                "output": {"dir": str(Path(scratch) / f"{method}-{seed}"), "report": False},
+            })  # fmt: skip
+
+        first = recipe(next(iter(METHODS)), seeds[0])
+        data = load_lm_data(first.data)
+        # the teacher, once (pretrained here and cached; every run below reuses it)
+        model = build_lm(first.teacher, data.tokenizer, role="teacher",
+                         pretrain_data=data.teacher_train)  # fmt: skip
+        exposures(model, data.tokenizer, "teacher", 0)
+        for method in METHODS:
             for seed in seeds:
-                train = {"max_steps": steps, "batch_size": 16, "lr": 0.005, "warmup_steps": 10,
-                         "schedule": "cosine", "eval_every": steps, "checkpoint_every": steps,
-                         "seed": seed, "progress": False}  # fmt: skip
-                config = parse_config({
-                    "task": "lm", "name": f"privacy-{method}", "data": data_section,
-                    "teacher": teacher, "student": STUDENT, "method": section, "train": train,
-                    "output": {"dir": str(Path(scratch) / f"{method}-{seed}"), "report": False},
-                })  # fmt: skip
-                data = data or load_lm_data(config.data)
-                if not rows:  # the teacher, once: it is pretrained (and cached) by the run
-                    model = build_lm(config.teacher, data.tokenizer, role="teacher",
-                                     pretrain_data=data.teacher_train)  # fmt: skip
-                    exposures(model, data.tokenizer, "teacher", 0)
-                result = run(config, data=data)
+                result = run(recipe(method, seed), data=data)
                 student = LanguageModel(
                     load_causal_lm(result.run_dir / "student", dtype=torch.float32),
                     len(data.tokenizer),
