@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from distil.errors import CheckpointError, DataError
+from distil.errors import DataError
 from distil.train.checkpoint import CHECKSUMS_FILE, seal
 from distil.train.state_io import read_json
 
@@ -60,10 +60,7 @@ def _record(run_dir: Path) -> dict[str, Any] | None:
     path = run_dir / CHECKSUMS_FILE
     if not path.is_file():
         return None
-    try:
-        record = read_json(path)
-    except CheckpointError as error:
-        raise DataError(str(error)) from None
+    record = read_json(path, DataError)
     if not isinstance(record, dict):
         raise DataError(f"{path}: not a checksum record (expected a JSON object)")
     return record
