@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from distil.data.augment import AugmentConfig
 from distil.registry import did_you_mean
 
 
@@ -79,6 +80,11 @@ class DataConfig(BaseModel):
         default=None,
         description="Merge classes into groups, e.g. [[0,1,2,3,4],[5,6,7,8,9]] turns digits "
         "into the binary task 'below 5 vs 5 and above' (few-class distillation).",
+    )
+    augment: AugmentConfig | None = Field(
+        default=None,
+        description="Random shifts/flips of training inputs, drawn anew each time a sample is "
+        "used (e.g. {shift: 2}); validation and test inputs are never augmented.",
     )
 
     @model_validator(mode="after")

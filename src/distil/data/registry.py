@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import torch
 
+from distil.data.augment import AugmentedDataset
 from distil.data.config import DataConfig
 from distil.data.datasets import ArrayDataset, DataSplits
 from distil.errors import ConfigError
@@ -30,6 +31,8 @@ def load_data(config: DataConfig) -> DataSplits:
     loader = DATASETS.get(config.dataset)
     splits = loader(config)
     splits = group_classes(splits, config.class_groups) if config.class_groups else splits
+    if config.augment is not None:  # training inputs only: val and test are scored as stored
+        splits = replace(splits, train=AugmentedDataset(splits.train, config.augment))
     return replace(splits, config=config)
 
 

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from distil.config import RunConfig
 from distil.data import DataConfig, DataSplits, load_data
+from distil.errors import ConfigError
 from distil.eval.evaluate import evaluate_model, predict_logits, teacher_logits
 from distil.eval.metrics import classification_metrics, reliability_bins
 from distil.methods.base import Method, Need
@@ -151,6 +152,11 @@ class ClassificationTask(Task):
         self._accelerator = accelerator
         teachers = TeacherSet()
         for name, spec in self.config.teachers.items():
+            if spec.precompute and self.config.data.augment is not None:
+                raise ConfigError(
+                    "teacher.precompute: stored outputs are exact only without augmentation; "
+                    "data.augment is set — set teacher.precompute=false"
+                )
             live = build_teacher(self, name, spec, data, accelerator)
             teachers.models[name] = live.module
             teachers.training[name], teachers.sources[name] = live, "live"
