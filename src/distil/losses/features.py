@@ -81,7 +81,8 @@ def rkd_distance_loss(student_embeddings: Tensor, teacher_embeddings: Tensor) ->
     d_student, d_teacher = _pairwise_distances(student), _pairwise_distances(teacher)
     d_student = d_student / d_student[off_diagonal].mean().clamp_min(1e-12)
     d_teacher = d_teacher / d_teacher[off_diagonal].mean().clamp_min(1e-12)
-    return F.smooth_l1_loss(d_student[off_diagonal], d_teacher[off_diagonal])
+    # the mean runs over all N² entries, zero diagonals included, as in the authors' code
+    return F.smooth_l1_loss(d_student, d_teacher)
 
 
 def _angles(embeddings: Tensor) -> Tensor:

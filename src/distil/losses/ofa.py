@@ -32,7 +32,9 @@ def ofa(
     temperature: float = 1.0, reduction: str = "batchmean", mask: Tensor | None = None,
     eps: float = 1.0,
 ) -> Tensor:  # fmt: skip
-    """OFA loss, T² · −Σ_c [(p_t,c + y_c)^ε − y_c] · log q_c with y the one-hot label.
+    """OFA loss, −Σ_c [(p_t,c + y_c)^ε − y_c] · log q_c with y the one-hot label and p, q
+    softened by T — with no T² factor, as in the authors' code (an objective, not a divergence
+    of the catalogue's T²-scaled kind).
 
     The target class is weighted (1 + p_t,target)^ε − 1 and every other class p_t,c^ε; ε = 1
     is the cross-entropy against the teacher's distribution, ε > 1 strengthens the target
@@ -48,4 +50,4 @@ def ofa(
         lambda s, t, y: ofa_rows(s, t, y, eps, temperature),
         (student_rows, teacher_rows, target),
     )
-    return reduce_rows(values * temperature**2, reduction, row_mask, student_logits.shape[:-1])
+    return reduce_rows(values, reduction, row_mask, student_logits.shape[:-1])

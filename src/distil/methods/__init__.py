@@ -8,6 +8,7 @@ from distil.methods import (  # noqa: F401  (registration)
     gkd,
     kd,
     lelp,
+    logit_kd,
     miniplm,
     nd,
     ofa_kd,

@@ -1,7 +1,10 @@
 """Attention transfer (Zagoruyko & Komodakis, ICLR 2017): the student matches *where* the
 teacher's layers respond, not what they compute:
 
-    Q(F) = normalise(mean_c |F_c|^p),    L = CE + β/2 · Σ_pairs mean((Q(F_s) − Q(F_t))²)
+    Q(F) = normalise(mean_c |F_c|^p),    L = CE + β · Σ_pairs mean((Q(F_s) − Q(F_t))²)
+
+with β = 1000 as in the authors' code (attention-transfer's cifar.py, and mdistiller's and
+RepDistiller's AT): the paper's equation writes β/2, the code applies β.
 
 Channel counts may differ (they are averaged away); when the spatial sizes differ the larger
 attention map is average-pooled to the smaller. Layers come in student/teacher pairs.
@@ -38,7 +41,9 @@ class AttentionConfig(MethodConfig):
     student_layout: Layout = "map"
     teacher_layout: Layout = "map"
     p: float = Field(2.0, gt=0.0, description="exponent of the activation energy")
-    beta: float = Field(1000.0, ge=0.0, description="weight of the attention loss (paper: 1000)")
+    beta: float = Field(
+        1000.0, ge=0.0, description="weight of the attention loss (authors' code: 1000, no /2)"
+    )
 
     @model_validator(mode="after")
     def _paired(self) -> AttentionConfig:
@@ -49,9 +54,9 @@ class AttentionConfig(MethodConfig):
         return self
 
 
-def _grid(features: Tensor, layout: str) -> Tensor:
+def _grid(features: Tensor, layout: str, p: float) -> Tensor:
     """Attention as a spatial grid ``(N, 1, *spatial)`` for pooling to a common size."""
-    attention = attention_map(features, tokens=layout == "tokens")
+    attention = attention_map(features, p=p, tokens=layout == "tokens")
     if layout == "tokens":
         side = math.isqrt(features.shape[1])
         if side * side != features.shape[1]:
@@ -90,10 +95,10 @@ class AttentionTransfer(Method):
         ce = F.cross_entropy(upcast(student.logits), batch["labels"])
         total = 0.0
         for s_name, t_name in zip(config.student_layers, config.teacher_layers, strict=True):
-            s_grid = _grid(student.features[s_name], config.student_layout)
-            t_grid = _grid(teacher.features[t_name], config.teacher_layout)
+            s_grid = _grid(student.features[s_name], config.student_layout, config.p)
+            t_grid = _grid(teacher.features[t_name], config.teacher_layout, config.p)
             s_grid, t_grid = _common_size(s_grid, t_grid)
             s_att = F.normalize(s_grid.flatten(1), dim=1)
             t_att = F.normalize(t_grid.flatten(1), dim=1)
             total = total + attention_transfer_loss(s_att, t_att)
-        return LossOutput.combine({"ce": (1.0, ce), "attention": (config.beta / 2, total)})
+        return LossOutput.combine({"ce": (1.0, ce), "attention": (config.beta, total)})

@@ -123,6 +123,18 @@ class MethodConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="registered method name")
+    mixing_alpha: float | None = Field(
+        None, ge=0.0, le=1.0,
+        description="the α-mixing protocol instead of the paper's weighting: the label term "
+        "(ce) × (1 − α), every other term × α (its own weight kept); None: the paper's weights",
+    )  # fmt: skip
+    warmup: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="share of training over which every term but the label term ramps "
+        "linearly from 0 to its weight (DKD's paper: 20 of 240 epochs)",
+    )
 
     @model_validator(mode="after")
     def _temperatures_in_range(self) -> MethodConfig:
@@ -140,6 +152,44 @@ class MethodConfig(BaseModel):
 
 #: Softening temperatures a method accepts (papers use 0.05–20).
 TEMPERATURE_RANGE = (0.01, 100.0)
+
+#: The part every method names its loss against the labels; the mixing protocol and the
+#: warm-up leave it alone and scale the others.
+LABEL_TERM = "ce"
+
+
+def protocol_weights(config: MethodConfig, progress: float) -> tuple[float, float]:
+    """(factor on the label term, factor on every other term) that ``mixing_alpha`` and
+    ``warmup`` put on a method's own weighting, ``progress`` (0–1] into training."""
+    label, others = 1.0, 1.0
+    if config.mixing_alpha is not None:
+        label, others = 1.0 - config.mixing_alpha, config.mixing_alpha
+    if config.warmup > 0:
+        others *= min(progress / config.warmup, 1.0)
+    return label, others
+
+
+def apply_protocol(loss: LossOutput, config: MethodConfig, progress: float) -> LossOutput:
+    """The method's loss with :func:`protocol_weights` applied: one rule for every method, so
+    a benchmark can run each at its paper's weighting or all under one α. A loss whose parts
+    were computed fused (an LM head's chunked CE + KD: the parts carry no gradient) cannot be
+    re-weighted here and is refused."""
+    label, others = protocol_weights(config, progress)
+    if (label, others) == (1.0, 1.0) or set(loss.parts) <= {LABEL_TERM}:
+        return loss
+    if loss.total.requires_grad and not all(p.requires_grad for p in loss.parts.values()):
+        from distil.errors import ConfigError
+
+        raise ConfigError(
+            f"method.mixing_alpha / method.warmup: {config.name!r} computes its terms fused, so "
+            "they cannot be re-weighted; set the method's own weights instead"
+        )
+    weights = {
+        name: weight * (label if name == LABEL_TERM else others)
+        for name, weight in loss.weights.items()
+    }
+    total = sum(weights[name] * value for name, value in loss.parts.items())
+    return LossOutput(total=total, parts=loss.parts, weights=weights)
 
 
 class Method(nn.Module):

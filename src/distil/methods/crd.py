@@ -11,8 +11,10 @@ momentum m:
     L = CE + β · (ℓ_student_anchor + ℓ_teacher_anchor)
 
 (the NCE form of the official code, with Z fixed from the first batch). Negatives are drawn
-uniformly over the training split (the official code prefers other classes' samples); the
-banks are buffers, so checkpoints carry them and a resumed run continues exactly.
+uniformly among the samples of the other classes, as the official code does
+(``negatives_from: all`` draws over the whole training split); the banks are buffers, so
+checkpoints carry them and a resumed run continues exactly. Defaults are the paper's
+(K = 16384, τ = 0.07, m = 0.5, 128-d, β = 0.8), K capped by the data.
 """
 
 from __future__ import annotations
@@ -47,7 +49,12 @@ class CRDConfig(MethodConfig):
     teacher_layer: str = Field(description="teacher module path of the pre-classifier embedding")
     feature_dim: int = Field(128, ge=2, description="dimension of the contrastive space")
     negatives: int = Field(
-        4096, ge=1, description="K negatives per anchor (≤ training samples − 1)"
+        16384, ge=1, description="K negatives per anchor (capped by the other classes' samples)"
+    )
+    negatives_from: Literal["other_classes", "all"] = Field(
+        "other_classes",
+        description="draw negatives among the other classes' samples (the authors' code) or "
+        "among all training samples",
     )
     temperature: float = Field(0.07, gt=0.0, description="τ")
     momentum: float = Field(0.5, ge=0.0, lt=1.0, description="memory-bank momentum m")
@@ -95,7 +102,20 @@ class CRD(Method):
         if context.num_samples < 2:
             raise ShapeError("crd needs at least two training samples for negatives")
         self.num_samples = context.num_samples
-        self.k = min(config.negatives, context.num_samples - 1)
+        labels = _labels_by_index(context.train_data)
+        order = torch.argsort(labels, stable=True)
+        counts = torch.bincount(labels)
+        # samples sorted by class: class c occupies [start[c], start[c] + counts[c])
+        self.register_buffer("by_class", order, persistent=False)
+        self.register_buffer("class_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        self.register_buffer("class_count", counts, persistent=False)
+        self.register_buffer("labels_by_index", labels, persistent=False)
+        pool = context.num_samples - int(counts.max())
+        if config.negatives_from == "all":
+            pool = context.num_samples - 1
+        if pool < 1:
+            raise ShapeError("crd needs samples of at least two classes for negatives")
+        self.k = min(config.negatives, pool)
         bound = 1.0 / math.sqrt(config.feature_dim / 3)
         for bank in ("student_bank", "teacher_bank"):
             self.register_buffer(
@@ -111,6 +131,19 @@ class CRD(Method):
         if self.normalisers[side] < 0:
             self.normalisers[side] = (scores.mean() * self.num_samples).detach()
         return scores / float(self.normalisers[side])  # a constant, not part of the graph
+
+    def _negatives(self, index: Tensor) -> Tensor:
+        """K negative indices per anchor: uniform over the other classes' samples (a draw u
+        over the N − n_y samples outside class y, mapped around class y's block in the
+        class-sorted order), or over all samples."""
+        shape, device = (len(index), self.k), index.device
+        if self.config.negatives_from == "all":
+            return torch.randint(self.num_samples, shape, device=device)
+        label = self.labels_by_index[index]
+        start, count = self.class_start[label][:, None], self.class_count[label][:, None]
+        draws = (torch.rand(shape, device=device) * (self.num_samples - count)).long()
+        draws = torch.minimum(draws, self.num_samples - count - 1)  # rand() < 1, but float rounding
+        return self.by_class[draws + count * (draws >= start)]
 
     @torch.no_grad()
     def _update(self, bank: Tensor, index: Tensor, embeddings: Tensor) -> None:
@@ -129,8 +162,7 @@ class CRD(Method):
         teacher_embedding = self.embed_teacher(
             upcast(teacher.features[config.teacher_layer]).detach()
         )
-        negatives = torch.randint(self.num_samples, (len(index), self.k), device=index.device)
-        indices = torch.cat([index[:, None], negatives], dim=1)  # positive first
+        indices = torch.cat([index[:, None], self._negatives(index)], dim=1)  # positive first
         noise = self.k / self.num_samples
         contrast = nce_loss(
             self._scores(self.teacher_bank, student_embedding, indices, 0), noise
@@ -139,3 +171,12 @@ class CRD(Method):
             self._update(self.student_bank, index, student_embedding)
             self._update(self.teacher_bank, index, teacher_embedding)
         return LossOutput.combine({"ce": (1.0, ce), "contrast": (config.beta, contrast)})
+
+
+def _labels_by_index(train_data: Any) -> Tensor:
+    """Every training sample's label by its ``index`` (the whole dataset under a Subset)."""
+    dataset = getattr(train_data, "dataset", train_data)
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        labels = torch.tensor([int(dataset[i]["labels"]) for i in range(len(dataset))])
+    return torch.as_tensor(labels).long()

@@ -40,7 +40,9 @@ class FitNetConfig(MethodConfig):
     student_layout: Literal["auto", "vector", "tokens", "map"] = "auto"
     teacher_layout: Literal["auto", "vector", "tokens", "map"] = "auto"
     projector: Literal["auto", "linear", "mlp", "identity"] = "auto"
-    beta: float = Field(1.0, ge=0.0, description="weight of the hint loss")
+    beta: float = Field(
+        100.0, ge=0.0, description="weight of the hint loss (mdistiller, RepDistiller: 100)"
+    )
 
 
 @register_method

@@ -18,7 +18,7 @@ divergence and for sparse top-k teachers alike; N identical teachers equal one t
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import ConfigDict, Field, field_validator, model_validator
@@ -26,7 +26,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from distil import losses
 from distil.errors import ConfigError
 from distil.methods.base import LossOutput, Method, MethodConfig, SetupContext, register_method
-from distil.methods.terms import label_and_teacher_terms, mean_over_teachers
+from distil.methods.terms import mean_over_teachers, weighted_label_and_teacher_terms
 from distil.outputs import ModelOutputs
 from distil.registry import did_you_mean
 
@@ -76,6 +76,10 @@ class KDConfig(MethodConfig):
                     f"{did_you_mean(key, valid)}"
                 )
         _try_divergence(self.divergence, self.temperature, self.divergence_options())
+        if self.mixing_alpha is not None:
+            raise ValueError(
+                "kd's alpha already is the α-mixing weight: set alpha, not mixing_alpha"
+            )
         return self
 
     def divergence_options(self) -> dict[str, Any]:
@@ -100,13 +104,19 @@ class KD(Method):
     name = "kd"
     Config = KDConfig
     max_teachers = None  # several teachers: the weighted mean of their terms
+    #: The loss a subclass is defined by (DKD, DIST, …); None: the config's ``divergence``.
+    fixed_divergence: ClassVar[str | None] = None
 
     def __init__(self, config: KDConfig) -> None:
         super().__init__(config)
-        self.divergence = losses.get(config.divergence)
+        self.divergence_name = self.fixed_divergence or config.divergence
         self.options = config.divergence_options()
-        if losses.registry.accepts(config.divergence, "tail"):
-            self.options["tail"] = config.tail
+        if losses.registry.accepts(self.divergence_name, "tail"):
+            self.options["tail"] = getattr(config, "tail", "renormalize")
+
+    def term_weights(self) -> tuple[float, float]:
+        """(weight of the label term, weight of the teacher term): KD's α-mixing."""
+        return 1.0 - self.config.alpha, self.config.alpha
 
     def setup(self, context: SetupContext) -> None:
         weights = self.config.teacher_weights
@@ -121,14 +131,15 @@ class KD(Method):
     ) -> LossOutput:
         given = self.config.teacher_weights or dict.fromkeys(teachers, 1.0)
         total = sum(given[name] for name in teachers)
+        ce_weight, kd_weight = self.term_weights()
         return mean_over_teachers(
             [
                 (
                     given[name] / total,
-                    label_and_teacher_terms(
-                        student, teacher.logits, batch["labels"], alpha=self.config.alpha,
-                        divergence=self.config.divergence, temperature=self.config.temperature,
-                        **self.options,
+                    weighted_label_and_teacher_terms(
+                        student, teacher.logits, batch["labels"], ce_weight=ce_weight,
+                        kd_weight=kd_weight, divergence=self.divergence_name,
+                        temperature=self.config.temperature, **self.options,
                     ),
                 )
                 for name, teacher in teachers.items()

@@ -44,8 +44,12 @@ class NDConfig(MethodConfig):
     student_layer: str = Field(description="student module path of the pre-classifier embedding")
     teacher_layer: str = Field(description="teacher module path of the pre-classifier embedding")
     temperature: float = Field(4.0, gt=0.0)
-    kd_weight: float = Field(1.0, ge=0.0)
-    nd_weight: float = Field(1.0, ge=0.0)
+    kd_weight: float = Field(3.5, ge=0.0, description="authors' resnet32x4→resnet8x4 value")
+    nd_weight: float = Field(2.0, ge=0.0, description="authors' resnet32x4→resnet8x4 value")
+    warmup: float = Field(
+        20 / 240, ge=0.0, le=1.0,
+        description="share of training over which the teacher terms ramp in (20 of 240 epochs)",
+    )  # fmt: skip
 
 
 def nd_loss(
@@ -69,8 +73,9 @@ class ND(Method):
         return [self.config.student_layer], [self.config.teacher_layer]
 
     def setup(self, context: SetupContext) -> None:
-        student_shape = context.student_shapes[self.config.student_layer]
-        teacher_shape = context.teacher_shapes[self.config.teacher_layer]
+        # a globally pooled map (C, 1, 1) is a vector too (a ResNet's pool output)
+        student_shape = _as_vector(context.student_shapes[self.config.student_layer])
+        teacher_shape = _as_vector(context.teacher_shapes[self.config.teacher_layer])
         if len(student_shape) != 1 or len(teacher_shape) != 1:
             raise ShapeError(
                 f"nd reads pooled embeddings (vectors): student {student_shape}, teacher "
@@ -112,3 +117,8 @@ class ND(Method):
             "kd": (config.kd_weight, kd),
             "nd": (config.nd_weight, nd_loss(student_embeddings, teacher_embeddings, centres, labels)),
         })  # fmt: skip
+
+
+def _as_vector(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``(C, 1, …, 1)`` → ``(C,)``; any other shape unchanged."""
+    return shape[:1] if shape and all(size == 1 for size in shape[1:]) else shape

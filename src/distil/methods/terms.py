@@ -38,20 +38,43 @@ def label_and_teacher_terms(
     ``teacher`` None (or α = 0) gives cross-entropy alone. The divergence term is logged
     under ``term``.
     """
+    return weighted_label_and_teacher_terms(
+        student, teacher, labels, ce_weight=1.0 - alpha, kd_weight=alpha, divergence=divergence,
+        temperature=temperature, term=term, label_smoothing=label_smoothing, **options,
+    )  # fmt: skip
+
+
+def weighted_label_and_teacher_terms(
+    student: ModelOutputs,
+    teacher: Tensor | losses.TopK | None,
+    labels: Tensor,
+    *,
+    ce_weight: float,
+    kd_weight: float,
+    divergence: str = "forward_kl",
+    temperature: float = 1.0,
+    term: str = "kd",
+    label_smoothing: float = 0.0,
+    **options: Any,
+) -> LossOutput:
+    """``ce_weight · CE(labels) + kd_weight · divergence(student, teacher)``: the weighting
+    the papers of DKD, DIST and logit standardisation use (CE at weight 1 plus the term at its
+    own weight) as well as KD's α-mixing. ``teacher`` None (or ``kd_weight`` 0) gives
+    cross-entropy alone, at weight 1."""
     if student.hidden is not None:
         if label_smoothing:
             raise ValueError("label smoothing is not supported with a language-model student")
         fused = fused_lm_loss(
             student.hidden, student.head, labels=labels,
-            teacher=teacher if alpha > 0 else None, divergence=divergence,
-            ce_weight=1.0 - alpha if teacher is not None else 1.0,
-            kd_weight=alpha if teacher is not None else 0.0,
+            teacher=teacher if kd_weight > 0 else None, divergence=divergence,
+            ce_weight=ce_weight if teacher is not None else 1.0,
+            kd_weight=kd_weight if teacher is not None else 0.0,
             temperature=temperature, vocab_size=student.vocab_size, **options,
         )  # fmt: skip
-        if teacher is None or alpha == 0:
+        if teacher is None or kd_weight == 0:
             return LossOutput(fused.total, {"ce": fused.ce}, {"ce": 1.0})
         return LossOutput(
-            fused.total, {"ce": fused.ce, term: fused.kd}, {"ce": 1.0 - alpha, term: alpha}
+            fused.total, {"ce": fused.ce, term: fused.kd}, {"ce": ce_weight, term: kd_weight}
         )
     logits = upcast(student.logits)
     ce = F.cross_entropy(
@@ -65,7 +88,7 @@ def label_and_teacher_terms(
     if "labels" in losses.options_of(divergence):
         options = {**options, "labels": labels}
     value = losses.get(divergence)(student.logits, teacher, temperature=temperature, **options)
-    return LossOutput.combine({"ce": (1.0 - alpha, ce), term: (alpha, value)})
+    return LossOutput.combine({"ce": (ce_weight, ce), term: (kd_weight, value)})
 
 
 def mean_over_teachers(terms: list[tuple[float, LossOutput]]) -> LossOutput:

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from distil.methods.base import LossOutput, Method
+from distil.methods.base import LossOutput, Method, apply_protocol
 from distil.models.taps import FeatureTaps
 from distil.outputs import ModelOutputs
 
@@ -33,9 +33,13 @@ class StudentWithMethod(nn.Module):
         )
 
     def forward(
-        self, batch: dict[str, Any], teachers: Mapping[str, ModelOutputs]
+        self, batch: dict[str, Any], teachers: Mapping[str, ModelOutputs], progress: float = 1.0
     ) -> tuple[ModelOutputs, LossOutput]:
+        """The student's outputs and the method's loss, with the method config's mixing
+        protocol and warm-up applied at ``progress`` (the share of training done after this
+        step)."""
         student_outputs = self.forward_model(self.student, batch)
         if self.taps is not None:
             student_outputs.features = self.taps.pop()
-        return student_outputs, self.method.loss(student_outputs, teachers, batch)
+        loss = self.method.loss(student_outputs, teachers, batch)
+        return student_outputs, apply_protocol(loss, self.method.config, progress)

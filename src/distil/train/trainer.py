@@ -265,7 +265,7 @@ class Trainer:
                 if not is_last:
                     stack.enter_context(acc.no_sync(model))
                 with acc.autocast():
-                    _, loss = model(batch, teacher_outputs)
+                    _, loss = model(batch, teacher_outputs, (state.step + 1) / self.total_steps)
                 if measure_balance and position == 0:
                     self._log_balance(loss, state, metrics_log)
                 acc.backward(loss.total * shares[position])
