@@ -48,8 +48,8 @@ def method_loss(config: dict, batch, progress: float = 1.0):
         ({"name": "dist"}, lambda s, t, y, ce: ce + 2 * losses.dist(s, t, temperature=4.0)),
         # logit standardisation: 0.1·CE + 9·KD on z-scored logits at T 2
         ({"name": "logit_std_kd"}, lambda s, t, y, ce: 0.1 * ce + 9 * losses.logit_std_kd(s, t, temperature=2.0)),
-        # PLD alone, no CE, τ 1 by default
-        ({"name": "pld"}, lambda s, t, y, ce: losses.pld(s, t, labels=y, temperature=1.0)),
+        # PLD alone, no CE, τ 4 (the paper's CIFAR-100 value)
+        ({"name": "pld"}, lambda s, t, y, ce: losses.pld(s, t, labels=y, temperature=4.0)),
     ],
     ids=["dkd", "dist", "logit_std_kd", "pld"],
 )  # fmt: skip
@@ -147,6 +147,10 @@ def test_fused_lm_terms_cannot_be_reweighted():
         ("nd", "nd_weight", 2.0),
         ("ofa", "label_smoothing", 0.1),
         ("dkd", "beta", 8.0),
+        ("dist", "kd_weight", 2.0),
+        ("dist", "beta", 1.0),
+        ("logit_std_kd", "kd_weight", 9.0),
+        ("pld", "ce_weight", 0.0),
         ("dkd", "warmup", 20 / 240),
         ("logit_std_kd", "temperature", 2.0),
     ],
