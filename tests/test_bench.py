@@ -14,7 +14,17 @@ from distil.errors import DataError
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "suite",
-    ["overhead", "classic", "losses", "diswot", "features", "hacking", "fidelity", "privacy"],
+    [
+        "overhead",
+        "classic",
+        "losses",
+        "diswot",
+        "features",
+        "hacking",
+        "fidelity",
+        "privacy",
+        "reproduce",
+    ],
 )
 def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
     result = run_suite(suite, tmp_path, quick=True)
@@ -45,6 +55,15 @@ def test_quick_suite_writes_rows_and_plot(suite, tmp_path):
                                                   "64× planted"}  # fmt: skip
         perplexity = {r["method"] for r in result.rows if r["metric"] == "perplexity"}
         assert perplexity == {"kd", "swing"}
+    if suite == "reproduce":
+        chosen = {r["method"]: r["setting"] for r in result.rows if r["metric"] == "accuracy"}
+        assert set(chosen) == {"supervised", "kd", "dkd", "fitnet"}
+        # quick: one trial each, at the paper's setting (the first of every grid)
+        assert chosen["dkd"] == {"train.lr": 0.05, "method.beta": 8.0}
+        trials = [r for r in result.rows if r["metric"] == "trial_val_accuracy"]
+        assert len(trials) == 4
+        budget = [r for r in result.rows if r["metric"] == "budget"]
+        assert budget[0]["epochs"] == 1 and budget[0]["recipe"] == "reproduce-mnist1d"
     if suite == "fidelity":
         by = {(r["method"], r["metric"]): r["value"] for r in result.rows}
         methods = {r["method"] for r in result.rows}

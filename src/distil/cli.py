@@ -216,7 +216,7 @@ def bench(
         str,
         typer.Argument(
             help="benchmark suite: classic | overhead | losses | diswot | features | llm | hacking"
-            " | fidelity | privacy"
+            " | fidelity | privacy | reproduce"
         ),
     ],
     out: Annotated[Path, typer.Option(help="results folder")] = Path("benchmarks/results"),

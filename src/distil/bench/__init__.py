@@ -10,6 +10,7 @@ from distil.bench import (  # noqa: F401  (registers the suites)
     losses,
     overhead,
     privacy,
+    reproduce,
 )  # fmt: skip
 from distil.bench.harness import (
     SUITES,
