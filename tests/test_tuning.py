@@ -114,3 +114,38 @@ def test_every_method_of_the_table_is_in_the_grids(method):
     if method == "supervised":
         settings = grid_settings({"train.lr": reproduce.SUPERVISED_LR_GRID})
     assert len(settings) == 4  # the same search budget for every method
+
+
+def test_distil_sweep_tunes_a_recipe_on_validation(tiny_recipe, tmp_path):
+    """The CLI end to end: two trials at seed 0, the one with the better validation accuracy
+    chosen, then two seeds of it, all in sweep.json and as run folders."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from distil.cli import app
+
+    out = tmp_path / "sweep"
+    result = CliRunner().invoke(app, [
+        "sweep", str(tiny_recipe), "train.epochs=1", "--grid", "train.lr=0.001,0.02",
+        "--seeds", "2", "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "sweep.json").read_text())
+    scores = [trial["val_accuracy"] for trial in summary["trials"]]
+    assert [t["setting"] for t in summary["trials"]] == [{"train.lr": 0.001}, {"train.lr": 0.02}]
+    assert summary["chosen"] == summary["trials"][scores.index(max(scores))]["setting"]
+    assert summary["seeds"] == [0, 1] and len(summary["test_accuracy"]) == 2
+    assert (out / "tiny" / "trial-1" / "metrics.json").exists()
+    assert (out / "tiny" / "seed-1" / "metrics.json").exists()
+    assert "chosen: train.lr=" in result.output
+
+
+def test_distil_sweep_names_a_malformed_grid(tiny_recipe, tmp_path):
+    from typer.testing import CliRunner
+
+    from distil.cli import app
+
+    result = CliRunner().invoke(app, ["sweep", str(tiny_recipe), "--grid", "train.lr"])
+    assert result.exit_code == 2
+    assert "--grid 'train.lr': expected key=value1,value2" in result.output

@@ -211,6 +211,43 @@ def search(
 
 @app.command()
 @_friendly_errors
+def sweep(
+    recipe: Annotated[str, typer.Argument(help="recipe YAML file, or a shipped recipe's name")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="section.key=value overrides, kept for every trial")
+    ] = None,
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="key=value1,value2,… — repeat for each key; the trials are the product"),
+    ] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="seeds of the chosen setting")] = 3,
+    out: Annotated[Path, typer.Option(help="folder for the runs and sweep.json")] = Path(
+        "runs/sweep"
+    ),
+) -> None:
+    """Tune a recipe fairly: every grid setting at seed 0, chosen on validation accuracy at
+    the last step, then the chosen one at several seeds (test at the last step and at the
+    best validation step)."""
+    from distil.bench.tuning import as_overrides, parse_grid
+    from distil.bench.tuning import sweep as run_sweep
+    from distil.eval.aggregate import mean_std
+
+    result = run_sweep(recipe, overrides or [], parse_grid(grid or []), seeds, out)
+    print("| trial | setting | val accuracy (last step) |\n|---:|:---|---:|")
+    for number, (setting, score) in enumerate(result.trials):
+        print(f"| {number} | {' '.join(as_overrides(setting)) or '—'} | {score:.4f} |")
+    mean, std = mean_std(result.test_accuracies())
+    best = [run["best_val"]["test"]["accuracy"] for _, run in sorted(result.runs.items())]
+    best_mean, best_std = mean_std(best)
+    print(
+        f"\nchosen: {' '.join(as_overrides(result.chosen)) or '—'} · {len(best)} seeds · "
+        f"test accuracy {mean:.4f} ± {std:.4f} (last step), {best_mean:.4f} ± {best_std:.4f} "
+        f"(best validation step)\nresults: {out / 'sweep.json'}"
+    )
+
+
+@app.command()
+@_friendly_errors
 def bench(
     suite: Annotated[
         str,

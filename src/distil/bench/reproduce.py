@@ -264,6 +264,27 @@ def budget_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def settings_table(rows: list[Row]) -> str:
+    """Markdown: the setting the protocol chose for each method on each task."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows if r["metric"] == "accuracy"))
+    chosen = {(r["task"], r["method"]): r["setting"] for r in rows if r["metric"] == "accuracy"}
+    methods = list(dict.fromkeys(method for _, method in chosen))
+    lines = ["| method | " + " | ".join(tasks) + " |", "|:---|" + "---|" * len(tasks)]
+    for method in methods:
+        cells = [_setting(chosen.get((task, method), {})) for task in tasks]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _setting(setting: dict[str, Any]) -> str:
+    short = {key.replace("train.", "").replace("method.", ""): v for key, v in setting.items()}
+    return ", ".join(f"{key} {value}" for key, value in short.items()) or "—"
+
+
+#: The tables docs/reproduce.md quotes, in order (a test checks them against the JSON).
+DOC_TABLES = (reproduce_table, verdict_table, settings_table, budget_table)
+
+
 def _pm(values: list[float]) -> str:
     mean = 100 * statistics.fmean(values)
     spread = 100 * statistics.stdev(values) if len(values) > 1 else 0.0

@@ -124,3 +124,52 @@ def run_protocol(
         for method in close:
             add_seeds(results[method], [*seeds, *extra_seeds], runner_for(method), scratch)
     return results
+
+
+def parse_grid(options: Sequence[str]) -> Grid:
+    """``["train.lr=0.05,0.1", "method.beta=8,2"]`` → ``{"train.lr": [0.05, 0.1], …}`` (each
+    value read as YAML, so numbers are numbers). A malformed option names itself."""
+    import yaml
+
+    from distil.errors import ConfigError
+
+    grid: Grid = {}
+    for option in options:
+        key, sep, values = option.partition("=")
+        if not sep or not key or not values:
+            raise ConfigError(f"--grid {option!r}: expected key=value1,value2,…")
+        grid[key.strip()] = [yaml.safe_load(value) for value in values.split(",")]
+    return grid
+
+
+def sweep(recipe: str, overrides: Sequence[str], grid: Grid, seeds: int, out: Path) -> MethodResult:
+    """``distil sweep``: the protocol for one recipe — the grid at seed 0 on validation, then
+    the chosen setting at ``seeds`` seeds; run folders under ``out`` (``trial-N``,
+    ``seed-S``) and the summary in ``out/sweep.json``."""
+    import json
+
+    from distil.config import load_config
+    from distil.pipeline import run
+    from distil.train.state_io import write_text_atomic
+
+    def train(setting: list[str], seed: int, folder: Path) -> dict[str, Any]:
+        config = load_config(
+            recipe, [*overrides, *setting, f"train.seed={seed}", f"output.dir={folder}"]
+        )
+        return run(config).metrics
+
+    name = load_config(recipe, list(overrides)).name
+    result = tune(name, grid, train, out)
+    add_seeds(result, range(seeds), train, out)
+    accuracies = result.test_accuracies()
+    best_val = [run["best_val"]["test"]["accuracy"] for _, run in sorted(result.runs.items())]
+    summary = {
+        "recipe": recipe, "overrides": list(overrides), "grid": grid,
+        "trials": [{"setting": setting, "val_accuracy": score} for setting, score in result.trials],
+        "chosen": result.chosen, "seeds": sorted(result.runs),
+        "test_accuracy": accuracies, "best_val_test_accuracy": best_val,
+        "seconds": result.seconds,
+    }  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "sweep.json", json.dumps(summary, indent=1))
+    return result
