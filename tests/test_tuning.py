@@ -149,3 +149,12 @@ def test_distil_sweep_names_a_malformed_grid(tiny_recipe, tmp_path):
     result = CliRunner().invoke(app, ["sweep", str(tiny_recipe), "--grid", "train.lr"])
     assert result.exit_code == 2
     assert "--grid 'train.lr': expected key=value1,value2" in result.output
+
+
+def test_ablation_rows_are_judged_as_their_method():
+    rows = rows_for("t", {"supervised": [0.70, 0.71, 0.72], "kd": [0.80, 0.81, 0.82],
+                          "dkd via kd α 0.9": [0.60, 0.61, 0.62]})  # fmt: skip
+    assert reproduce.verdict(rows, "t", "dkd via kd α 0.9") == (
+        "vs student: paper +, ours −; vs KD: paper +, ours −"
+    )
+    assert "| dkd via kd α 0.9 | 76.32 |" in reproduce.reproduce_table(rows)
