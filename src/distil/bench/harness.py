@@ -49,8 +49,12 @@ SUITES: Registry[Suite] = Registry("benchmark suite")
 
 def run_suite(name: str, out: Path, *, quick: bool = False) -> SuiteResult:
     """Run suite ``name`` and write ``<out>/<name>.json`` and ``<out>/<name>.png``."""
+    return write_results(name, SUITES.get(name).collect(quick), out, quick=quick)
+
+
+def write_results(name: str, rows: list[Row], out: Path, *, quick: bool = False) -> SuiteResult:
+    """Write suite ``name``'s rows as ``<out>/<name>.json`` (atomically) and its plot."""
     suite = SUITES.get(name)
-    rows = suite.collect(quick)
     out.mkdir(parents=True, exist_ok=True)
     json_path, plot_path = out / f"{name}.json", out / f"{name}.png"
     payload = {

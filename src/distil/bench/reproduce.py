@@ -116,7 +116,30 @@ def collect(quick: bool) -> list[Row]:
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         futures = [pool.submit(task_rows, task, False, workers) for task in TASKS]
         rows = [row for future in futures for row in future.result()]
-    return rows + ablation_rows(rows)
+    return complete_rows(rows)
+
+
+def complete_rows(rows: list[Row]) -> list[Row]:
+    """Add what the per-task passes leave to the end: the ablation, and teacher rows for any
+    task without them (rows saved by a run that predates them)."""
+    from distil.config import load_config
+    from distil.pipeline import run
+    from distil.tasks import task_for
+
+    rows = list(rows)
+    tasks = dict.fromkeys(r["task"] for r in rows if r["metric"] == "budget")
+    with TemporaryDirectory(prefix="distil-bench-reproduce-teacher-") as scratch:
+        for task in tasks:
+            if any(r["task"] == task and r["method"] == "teacher" for r in rows):
+                continue
+            recipe = TASKS[task][0]
+            config = load_config(recipe, ["train.progress=false", "output.report=false",
+                                          "train.max_steps=1", f"output.dir={scratch}/{recipe}"])  # fmt: skip
+            metrics = run(config, data=task_for(config).load_data()).metrics
+            rows += teacher_rows(task, metrics)
+    if not any(" via " in r["method"] for r in rows):
+        rows += ablation_rows(rows)
+    return rows
 
 
 def ablation_rows(rows: list[Row], seeds: tuple[int, ...] = (0, 1, 2)) -> list[Row]:
@@ -191,10 +214,20 @@ def task_rows(task: str, quick: bool, workers: int = 1) -> list[Row]:
         )  # fmt: skip
     epochs = load_config(recipe, common).train.epochs
     rows = [row for result in results.values() for row in method_rows(task, result)]
+    scored = [r.runs[0] for r in results.values() if "test" in r.runs[0]["teachers"]["teacher"]]
+    rows += teacher_rows(task, scored[0]) if scored else []
     rows.append({"suite": "reproduce", "task": task, "method": "all", "metric": "budget",
                  "value": time.perf_counter() - started, "seed": None, "epochs": epochs,
                  "recipe": recipe})  # fmt: skip
     return rows
+
+
+def teacher_rows(task: str, metrics: dict[str, Any]) -> list[Row]:
+    """The teacher's own test accuracy and ECE on the task (from any run's envelope)."""
+    test = metrics["teachers"]["teacher"]["test"]
+    base = {"suite": "reproduce", "task": task, "method": "teacher", "seed": None,
+            "model": metrics["teachers"]["teacher"]["model"]}  # fmt: skip
+    return [{**base, "metric": f"teacher_{m}", "value": test[m]} for m in ("accuracy", "ece")]
 
 
 def method_rows(task: str, result: MethodResult) -> list[Row]:
@@ -289,16 +322,20 @@ def verdict_table(rows: list[Row]) -> str:
 
 
 def budget_table(rows: list[Row]) -> str:
-    """Markdown: each task's recipe, epochs and wall time of the whole protocol."""
+    """Markdown: each task's recipe, teacher, epochs and wall time of the whole protocol."""
+    teachers = {(r["task"], r["metric"]): r for r in rows if r["method"] == "teacher"}
     lines = [
-        "| task | recipe | epochs | wall time (protocol, all methods) |",
-        "|:---|:---|---:|---:|",
+        "| task | recipe | teacher (test accuracy) | epochs | wall time (protocol, all methods) |",
+        "|:---|:---|:---|---:|---:|",
     ]
     for row in rows:
         if row["metric"] == "budget":
             minutes = row["value"] / 60
+            teacher = teachers.get((row["task"], "teacher_accuracy"))
+            shown = f"{teacher['model']} ({100 * teacher['value']:.1f})" if teacher else "—"
             lines.append(
-                f"| {row['task']} | `{row['recipe']}` | {row['epochs']} | {minutes:.0f} min |"
+                f"| {row['task']} | `{row['recipe']}` | {shown} | {row['epochs']} "
+                f"| {minutes:.0f} min |"
             )
     return "\n".join(lines)
 
