@@ -50,6 +50,7 @@ bench: $(STAMP) assets
 	$(BIN)/distil bench hacking
 	$(BIN)/distil bench fidelity
 	$(BIN)/distil bench privacy
+	$(BIN)/distil bench reproduce
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests

@@ -158,3 +158,32 @@ def test_ablation_rows_are_judged_as_their_method():
         "vs student: paper +, ours −; vs KD: paper +, ours −"
     )
     assert "| dkd via kd α 0.9 | 76.32 |" in reproduce.reproduce_table(rows)
+
+
+def test_docs_quote_the_committed_results():
+    """docs/reproduce.md and every method page carry the tables and verdicts generated from
+    benchmarks/results/reproduce.json, unedited (`python -m distil.bench.reproduce` rewrites
+    them). Bug caught: a number typed by hand, or docs left behind a new run."""
+    root = Path(__file__).resolve().parents[1]
+    from distil.bench.harness import load_results
+
+    rows = load_results("reproduce", root / "benchmarks" / "results")
+    blocks = reproduce.doc_blocks(rows)
+    page = (root / "docs" / "reproduce.md").read_text(encoding="utf-8")
+    for name in ("results", "verdicts", "settings", "budget"):
+        assert f"<!-- generated:{name} -->\n{blocks[name]}\n<!-- /generated -->" in page
+    for method in reproduce.LITERATURE:
+        if method == "supervised":
+            continue
+        text = (root / "docs" / "methods" / f"{method}.md").read_text(encoding="utf-8")
+        assert f"<!-- generated:verdict:{method} -->\n{blocks[f'verdict:{method}']}\n" in text
+        assert reproduce.render(text, blocks) == text
+
+
+def test_render_replaces_only_named_blocks():
+    text = "a\n<!-- generated:x -->\nold\n<!-- /generated -->\nb <!-- generated:y -->\n1\n<!-- /generated -->"
+    out = reproduce.render(text, {"x": "new"})
+    assert (
+        out
+        == "a\n<!-- generated:x -->\nnew\n<!-- /generated -->\nb <!-- generated:y -->\n1\n<!-- /generated -->"
+    )

@@ -357,8 +357,55 @@ def _setting(setting: dict[str, Any]) -> str:
     return ", ".join(f"{key} {value}" for key, value in short.items()) or "—"
 
 
-#: The tables docs/reproduce.md quotes, in order (a test checks them against the JSON).
-DOC_TABLES = (reproduce_table, verdict_table, settings_table, budget_table)
+def method_verdicts(rows: list[Row], method: str) -> str:
+    """Markdown bullets: the method's last-step accuracy beside the student alone's and KD's
+    on each task, and the directions against the paper's."""
+    lines = []
+    for task in dict.fromkeys(r["task"] for r in rows if r["metric"] == "accuracy"):
+        ours = accuracies(rows, task, method)
+        if not ours:
+            continue
+        student, kd = accuracies(rows, task, "supervised"), accuracies(rows, task, "kd")
+        lines.append(f"* {task}: {_pm(ours)} (student alone {_pm(student)}, KD {_pm(kd)}) — "
+                     f"{verdict(rows, task, method)}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def doc_blocks(rows: list[Row]) -> dict[str, str]:
+    """Every generated block of docs/reproduce.md and the method pages, by name."""
+    blocks = {"results": reproduce_table(rows), "verdicts": verdict_table(rows),
+              "settings": settings_table(rows), "budget": budget_table(rows)}  # fmt: skip
+    for method in dict.fromkeys(r["method"] for r in rows if r["metric"] == "accuracy"):
+        blocks[f"verdict:{method}"] = method_verdicts(rows, method)
+    return blocks
+
+
+def render(text: str, blocks: dict[str, str]) -> str:
+    """``text`` with each ``<!-- generated:NAME -->`` … ``<!-- /generated -->`` block replaced
+    by ``blocks[NAME]`` (unknown names are left as they are)."""
+    import re
+
+    def replace(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in blocks:
+            return match.group(0)
+        return f"<!-- generated:{name} -->\n{blocks[name]}\n<!-- /generated -->"
+
+    return re.sub(r"<!-- generated:(\S+) -->\n.*?<!-- /generated -->", replace, text, flags=re.S)
+
+
+def update_docs(rows: list[Row], root: Path) -> list[Path]:
+    """Rewrite the generated blocks of ``docs/reproduce.md`` and ``docs/methods/*.md`` under
+    ``root`` from ``rows``; the files that changed."""
+    from distil.train.state_io import write_text_atomic
+
+    blocks, changed = doc_blocks(rows), []
+    for path in [root / "docs" / "reproduce.md", *sorted((root / "docs" / "methods").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        if render(text, blocks) != text:
+            write_text_atomic(path, render(text, blocks))
+            changed.append(path)
+    return changed
 
 
 def _pm(values: list[float]) -> str:
@@ -375,3 +422,11 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 SUITES.register("reproduce")(Suite("reproduce", collect, plot))
+
+
+if __name__ == "__main__":  # python -m distil.bench.reproduce: docs from the saved results
+    from distil.bench.harness import load_results
+
+    here = Path.cwd()
+    for changed in update_docs(load_results("reproduce", here / "benchmarks" / "results"), here):
+        print(f"updated {changed}")
