@@ -48,6 +48,44 @@ def assert_logits_train_every_parameter(model, logits, shape: tuple[int, ...]) -
     assert without_gradient == []
 
 
+class SimulatedKill(Exception):
+    """Raised inside a training step to stand for a kill between two checkpoints."""
+
+
+def assert_resume_is_exact(recipe, overrides: list[str], out: Path, monkeypatch, data) -> None:
+    """Train ``recipe`` straight through, then again killed at step 17 (after the checkpoint
+    at step 14; the overrides must checkpoint every 7 steps) and resumed: the resumed run ends
+    with the same last and best-validation metrics and the same metrics.jsonl."""
+    import json
+
+    from distil.config import load_config
+    from distil.pipeline import run
+    from distil.train import Trainer
+
+    def read_jsonl(path: Path) -> list[dict]:
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    straight = run(load_config(recipe, [*overrides, f"output.dir={out / 'straight'}"]), data=data)
+    original_step = Trainer._step
+
+    def dying_step(self, model, optimizer, scheduler, group, state, *args):
+        if state.step == 17:  # after the checkpoint at step 14, before the one at 21
+            raise SimulatedKill
+        return original_step(self, model, optimizer, scheduler, group, state, *args)
+
+    resumed_config = load_config(recipe, [*overrides, f"output.dir={out / 'resumed'}"])
+    monkeypatch.setattr(Trainer, "_step", dying_step)
+    with pytest.raises(SimulatedKill):
+        run(resumed_config, data=data)
+    assert json.loads((out / "resumed/checkpoints/last.json").read_text())["step"] == 14
+    monkeypatch.setattr(Trainer, "_step", original_step)
+    resumed = run(resumed_config, data=data, resume=True)
+
+    assert resumed.metrics["last"] == straight.metrics["last"]
+    assert resumed.metrics["best_val"] == straight.metrics["best_val"]
+    assert read_jsonl(out / "resumed/metrics.jsonl") == read_jsonl(out / "straight/metrics.jsonl")
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path: Path) -> Path:
     """A KD recipe on sklearn's digits (MLP student, small CNN teacher) writing into tmp."""

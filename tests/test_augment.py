@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import torch
 
+from conftest import assert_resume_is_exact
 from distil.config import load_config
 from distil.data import ArrayDataset, DataConfig, load_data
 from distil.data.augment import AugmentConfig, AugmentedDataset
 from distil.errors import ConfigError
 from distil.pipeline import run
 from distil.tasks.classifier_models import teacher_cache_key
-from distil.train import Trainer
 
 SHIFT = 2
 
@@ -238,14 +237,6 @@ def test_a_run_with_augmentation_trains_student_and_teacher_on_shifted_inputs(
     assert calls[1258] >= (4 + 2) * 1258
 
 
-class SimulatedKill(Exception):
-    pass
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 def test_killed_and_resumed_augmented_run_equals_uninterrupted_run(
     tiny_recipe, tmp_path, monkeypatch
 ):
@@ -255,28 +246,6 @@ def test_killed_and_resumed_augmented_run_equals_uninterrupted_run(
         "train.epochs=3", "train.checkpoint_every=7", "student.options.dropout=0.2",
         "data.train_limit=300", "data.augment={shift: 1, flip: true}",
     ]  # fmt: skip
-    straight_config = load_config(tiny_recipe, overrides + [f"output.dir={tmp_path / 'straight'}"])
-    data = load_data(straight_config.data)
+    data = load_data(load_config(tiny_recipe, overrides).data)
     assert isinstance(data.train, AugmentedDataset)
-    straight = run(straight_config, data=data)
-
-    original_step = Trainer._step
-
-    def dying_step(self, model, optimizer, scheduler, group, state, *args):
-        if state.step == 17:  # after the checkpoint at step 14, before the one at 21
-            raise SimulatedKill
-        return original_step(self, model, optimizer, scheduler, group, state, *args)
-
-    resumed_config = load_config(tiny_recipe, overrides + [f"output.dir={tmp_path / 'resumed'}"])
-    monkeypatch.setattr(Trainer, "_step", dying_step)
-    with pytest.raises(SimulatedKill):
-        run(resumed_config, data=data)
-    assert json.loads((tmp_path / "resumed/checkpoints/last.json").read_text())["step"] == 14
-    monkeypatch.setattr(Trainer, "_step", original_step)
-    resumed = run(resumed_config, data=data, resume=True)
-
-    assert resumed.metrics["last"] == straight.metrics["last"]
-    assert resumed.metrics["best_val"] == straight.metrics["best_val"]
-    assert read_jsonl(tmp_path / "resumed/metrics.jsonl") == read_jsonl(
-        tmp_path / "straight/metrics.jsonl"
-    )
+    assert_resume_is_exact(tiny_recipe, overrides, tmp_path, monkeypatch, data)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import assert_resume_is_exact
 from distil.config import load_config
 from distil.data import load_data
 from distil.errors import CheckpointError, ConfigError
@@ -137,38 +138,11 @@ def test_warmup_and_clipping_run(digits, tmp_path):
     assert all(torch.isfinite(p).all() for p in student.parameters())
 
 
-class SimulatedKill(Exception):
-    pass
-
-
 def test_killed_and_resumed_run_equals_uninterrupted_run(
     tiny_recipe, digits, tmp_path, monkeypatch
 ):
     overrides = ["train.epochs=3", "train.checkpoint_every=7", "student.options.dropout=0.2"]
-    straight = run(
-        load_config(tiny_recipe, overrides + [f"output.dir={tmp_path / 'straight'}"]), data=digits
-    )
-
-    original_step = Trainer._step
-
-    def dying_step(self, model, optimizer, scheduler, group, state, *args):
-        if state.step == 17:  # after the checkpoint at step 14, before the one at 21
-            raise SimulatedKill
-        return original_step(self, model, optimizer, scheduler, group, state, *args)
-
-    resumed_config = load_config(tiny_recipe, overrides + [f"output.dir={tmp_path / 'resumed'}"])
-    monkeypatch.setattr(Trainer, "_step", dying_step)
-    with pytest.raises(SimulatedKill):
-        run(resumed_config, data=digits)
-    assert json.loads((tmp_path / "resumed/checkpoints/last.json").read_text())["step"] == 14
-    monkeypatch.setattr(Trainer, "_step", original_step)
-    resumed = run(resumed_config, data=digits, resume=True)
-
-    assert resumed.metrics["last"] == straight.metrics["last"]
-    assert resumed.metrics["best_val"] == straight.metrics["best_val"]
-    log_straight = read_jsonl(tmp_path / "straight/metrics.jsonl")
-    log_resumed = read_jsonl(tmp_path / "resumed/metrics.jsonl")
-    assert log_resumed == log_straight
+    assert_resume_is_exact(tiny_recipe, overrides, tmp_path, monkeypatch, digits)
 
 
 def test_resume_refuses_a_damaged_checkpoint(tiny_recipe, digits, tmp_path):
