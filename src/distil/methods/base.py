@@ -153,6 +153,9 @@ class MethodConfig(BaseModel):
 #: Softening temperatures a method accepts (papers use 0.05–20).
 TEMPERATURE_RANGE = (0.01, 100.0)
 
+#: The KD literature's CIFAR-100 warm-up of the teacher term (DKD, ND): 20 of 240 epochs.
+PAPER_WARMUP = 20 / 240
+
 #: The part every method names its loss against the labels; the mixing protocol and the
 #: warm-up leave it alone and scale the others.
 LABEL_TERM = "ce"

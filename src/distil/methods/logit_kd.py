@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from distil.methods.base import MethodConfig, register_method
+from distil.methods.base import PAPER_WARMUP, MethodConfig, register_method
 from distil.methods.kd import KD
 
 
@@ -55,7 +55,7 @@ class DKDConfig(PaperLogitConfig):
     alpha: float = Field(1.0, ge=0.0, description="weight of the target-class term TCKD")
     beta: float = Field(8.0, ge=0.0, description="weight of the non-target term NCKD")
     warmup: float = Field(
-        20 / 240, ge=0.0, le=1.0,
+        PAPER_WARMUP, ge=0.0, le=1.0,
         description="share of training over which the DKD term ramps in (20 of 240 epochs)",
     )  # fmt: skip
     loss_options: ClassVar[tuple[str, ...]] = ("alpha", "beta")

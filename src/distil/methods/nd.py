@@ -27,6 +27,7 @@ from distil import losses
 from distil.errors import ShapeError
 from distil.losses.logits import upcast
 from distil.methods.base import (
+    PAPER_WARMUP,
     LossOutput,
     Method,
     MethodConfig,
@@ -47,7 +48,7 @@ class NDConfig(MethodConfig):
     kd_weight: float = Field(3.5, ge=0.0, description="authors' resnet32x4→resnet8x4 value")
     nd_weight: float = Field(2.0, ge=0.0, description="authors' resnet32x4→resnet8x4 value")
     warmup: float = Field(
-        20 / 240, ge=0.0, le=1.0,
+        PAPER_WARMUP, ge=0.0, le=1.0,
         description="share of training over which the teacher terms ramp in (20 of 240 epochs)",
     )  # fmt: skip
 
