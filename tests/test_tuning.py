@@ -162,7 +162,7 @@ def test_ablation_rows_are_judged_as_their_method():
 
 def test_docs_quote_the_committed_results():
     """docs/reproduce.md and every method page carry the tables and verdicts generated from
-    benchmarks/results/reproduce.json, unedited (`python -m distil.bench.reproduce` rewrites
+    benchmarks/results/reproduce.json, unedited (`python -m distil.bench.reproduce_docs` rewrites
     them). Bug caught: a number typed by hand, or docs left behind a new run."""
     root = Path(__file__).resolve().parents[1]
     from distil.bench.harness import load_results

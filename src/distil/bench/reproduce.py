@@ -423,10 +423,3 @@ def plot(rows: list[Row], path: Path) -> None:
 
 SUITES.register("reproduce")(Suite("reproduce", collect, plot))
 
-
-if __name__ == "__main__":  # python -m distil.bench.reproduce: docs from the saved results
-    from distil.bench.harness import load_results
-
-    here = Path.cwd()
-    for changed in update_docs(load_results("reproduce", here / "benchmarks" / "results"), here):
-        print(f"updated {changed}")
