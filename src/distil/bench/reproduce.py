@@ -422,4 +422,3 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 SUITES.register("reproduce")(Suite("reproduce", collect, plot))
-
