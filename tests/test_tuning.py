@@ -170,7 +170,7 @@ def test_docs_quote_the_committed_results():
     rows = load_results("reproduce", root / "benchmarks" / "results")
     blocks = reproduce.doc_blocks(rows)
     page = (root / "docs" / "reproduce.md").read_text(encoding="utf-8")
-    for name in ("results", "verdicts", "settings", "budget"):
+    for name in ("results", "verdicts", "settings", "budget", "trials"):
         assert f"<!-- generated:{name} -->\n{blocks[name]}\n<!-- /generated -->" in page
     for method in reproduce.LITERATURE:
         if method == "supervised":
@@ -187,3 +187,43 @@ def test_render_replaces_only_named_blocks():
         out
         == "a\n<!-- generated:x -->\nnew\n<!-- /generated -->\nb <!-- generated:y -->\n1\n<!-- /generated -->"
     )
+
+
+def test_trials_table_lists_trials_in_order_and_bolds_the_chosen():
+    """Bug caught: trials shown in row order instead of trial order (the paper's setting must
+    come first), or the bold on a setting other than the chosen one."""
+    chosen = {"train.lr": 0.05, "method.beta": 2.0}
+    trials = [(1, {"train.lr": 0.05, "method.beta": 2.0}, 0.955),
+              (0, {"train.lr": 0.05, "method.beta": 8.0}, 0.262)]  # fmt: skip
+    rows = [{"task": "t", "method": "dkd", "metric": "trial_val_accuracy", "trial": n,
+             "setting": setting, "value": value, "seed": 0} for n, setting, value in trials]  # fmt: skip
+    rows.append({"task": "t", "method": "dkd", "metric": "accuracy", "setting": chosen,
+                 "value": 0.95, "seed": 0})  # fmt: skip
+    assert "| dkd | 26.2 · **95.5** |" in reproduce.trials_table(rows)
+
+
+def test_a_method_not_run_on_a_task_gets_no_verdict():
+    """The ablation runs on one task; elsewhere its cell is "—", not "ours ?"."""
+    rows = rows_for("t", {"supervised": [0.70, 0.71], "kd": [0.80, 0.81]})
+    rows += rows_for("u", {"supervised": [0.70, 0.71], "dkd via kd α 0.9": [0.6, 0.61]})
+    assert reproduce.verdict(rows, "t", "dkd via kd α 0.9") == "—"
+
+
+def test_gain_plot_draws_one_panel_per_task(tmp_path, monkeypatch):
+    """The plot shows each method's gain over the student alone: bars are the difference of
+    means in points, and a collapse below the floor is cut and labelled with its value.
+    Bug caught: plotting raw accuracy (a 1-point gap invisible from 0), or an off-scale bar
+    that silently stretches the axis."""
+    from matplotlib.axes import Axes
+
+    from distil.bench import reproduce_plot
+
+    rows = rows_for("t", {"supervised": [0.90, 0.92], "kd": [0.93, 0.95], "at": [0.50, 0.52]})
+    rows.append({"task": "t", "method": "teacher", "metric": "teacher_accuracy", "value": 0.97})
+    widths, labels = [], []
+    monkeypatch.setattr(Axes, "barh", lambda self, y, w, *a, **k: widths.append(w))
+    monkeypatch.setattr(Axes, "text", lambda self, x, y, text, *a, **k: labels.append(text))
+    reproduce_plot.plot_gains(rows, tmp_path / "gains.png")
+    assert widths == [pytest.approx(3.0), reproduce_plot.FLOOR]
+    assert labels == ["−40.0 ± 1.4"]
+    assert (tmp_path / "gains.png").stat().st_size > 10_000
