@@ -54,15 +54,15 @@ def plot_gains(rows: list[Row], path: Path) -> None:
             y = positions[method]
             if gain < FLOOR:
                 axes.barh(y, FLOOR, color=colour, height=0.7, hatch="//", edgecolor="white")
-                axes.text(FLOOR * 0.95, y, f"{gain:.1f} ± {spread:.1f}".replace("-", "−"), va="center", ha="left",
-                          color="white", fontsize=8, fontweight="bold")  # fmt: skip
+                label = f"{gain:.1f} ± {spread:.1f}".replace("-", "−")
+                axes.text(FLOOR * 0.95, y, label, va="center", ha="left", color="white",
+                          fontsize=8, fontweight="bold")  # fmt: skip
             else:
                 axes.barh(y, gain, xerr=spread, color=colour, capsize=2, height=0.7)
         if len(student) > 1:  # the student's own seed spread, for scale, behind the bars
             band = 100 * statistics.stdev(student)
             axes.axvspan(-band, band, color="#bbbbbb", alpha=0.35, lw=0, zorder=0)
-        teacher = [r["value"] for r in rows
-                   if (r["task"], r["method"], r["metric"]) == (task, "teacher", "teacher_accuracy")]  # fmt: skip
+        teacher = accuracies(rows, task, "teacher", "teacher_accuracy")
         if teacher:
             axes.axvline(100 * (teacher[0] - base), color="black", ls="--", lw=1)
         axes.axvline(0, color="black", lw=0.8)

@@ -32,9 +32,8 @@ def make_accelerator(mixed_precision: str = "no") -> Accelerator:
             f"train.mixed_precision={mixed_precision!r}: this Python process already set up "
             "Accelerate with another precision; run this recipe in a new process"
         ) from None
-    if torch.distributed.is_initialized():
-        atexit.unregister(close_process_group)  # once, however many runs this process makes
-        atexit.register(close_process_group)
+    atexit.unregister(close_process_group)  # once, however many runs this process makes
+    atexit.register(close_process_group)
     return accelerator
 
 
